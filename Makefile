@@ -1,0 +1,50 @@
+# Two commands on a new machine: `make sweep SPACE=cnn_lr` and `make test`.
+# Both create .venv and install the project (editable, with its dependencies) when needed.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+SPACE ?= cnn_lr
+TRIALS ?=
+TIMEOUT ?=
+GPUS ?=
+WORKERS_PER_GPU ?=
+WORKERS ?=
+STORAGE ?=
+STUDY ?=
+NEW ?=
+PYTEST_ARGS ?=
+
+SWEEP_ARGS := $(SPACE) \
+	$(if $(TRIALS),--trials $(TRIALS)) \
+	$(if $(TIMEOUT),--timeout $(TIMEOUT)) \
+	$(if $(GPUS),--gpus $(GPUS)) \
+	$(if $(WORKERS_PER_GPU),--workers-per-gpu $(WORKERS_PER_GPU)) \
+	$(if $(WORKERS),--workers $(WORKERS)) \
+	$(if $(STORAGE),--storage '$(STORAGE)') \
+	$(if $(STUDY),--study $(STUDY)) \
+	$(if $(NEW),--new-study)
+
+.PHONY: sweep test check install clean-venv
+
+sweep: $(STAMP)
+	$(BIN)/sweeper sweep $(SWEEP_ARGS)
+
+check: $(STAMP)
+	$(BIN)/sweeper check $(SPACE)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,postgres,mysql]'
+	touch $(STAMP)
+
+clean-venv:
+	rm -rf $(VENV)

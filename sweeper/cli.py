@@ -1,0 +1,172 @@
+"""Command line: `sweeper sweep`, `sweeper worker`, `sweeper check`.
+
+Imports stay light here (no TensorFlow, no Optuna at import time) so `--help` is instant.
+A user error prints one line and exits 2; bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from sweeper.errors import SweeperError
+
+EPILOG_SWEEP = """examples:
+  sweeper sweep cnn_lr                         # defaults: 40 trials, every GPU (or CPU workers)
+  sweeper sweep cnn_lr --trials 12 --timeout 8h --gpus 0,1 --workers-per-gpu 2
+  sweeper sweep mlp_breast_cancer --workers 2 --storage postgresql+psycopg://me@db/sweeps
+Rerunning the same command resumes the study until the trial budget is reached."""
+
+EPILOG_WORKER = """example (on each machine, same store and study; GPUs from CUDA_VISIBLE_DEVICES):
+  SWEEPER_STORAGE=postgresql+psycopg://me@db/sweeps sweeper worker --study cnn_lr"""
+
+EPILOG_CHECK = """example:
+  sweeper check cnn_lr        # validates search_spaces/cnn_lr.yaml, writes nothing"""
+
+
+def parse_duration(text: str) -> float:
+    """'8h', '30m', '1h30m', '90s', '2d' or plain seconds -> seconds."""
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([dhms])", text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write e.g. 8h, 30m, 1h30m")
+        factor = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+        seconds = sum(float(n) * factor[u] for n, u in parts)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a duration must be positive")
+    return seconds
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sweeper",
+        description="Hyperparameter sweeps of Keras models on every GPU, in an Optuna study store.",
+        epilog="example:\n  sweeper sweep cnn_lr --trials 12\nrun 'sweeper COMMAND --help' for more",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    sweep = commands.add_parser("sweep", help="run (or resume) a sweep over a search space",
+                                epilog=EPILOG_SWEEP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sweep.add_argument("space", help="a space name in search_spaces/ (e.g. cnn_lr) or a YAML path")
+    sweep.add_argument("--trials", type=positive_int, default=40,
+                       help="finished trials to reach, counted across runs and workers (default 40)")
+    sweep.add_argument("--timeout", type=parse_duration, default=None,
+                       help="stop starting trials after this long, e.g. 8h or 45m")
+    sweep.add_argument("--gpus", default=None,
+                       help="GPU indices to use, e.g. 0,1 (default: CUDA_VISIBLE_DEVICES, else "
+                            "nvidia-smi; '' for none)")
+    sweep.add_argument("--workers-per-gpu", type=positive_int, default=1,
+                       help="worker processes per GPU (default 1)")
+    sweep.add_argument("--workers", type=positive_int, default=None,
+                       help="CPU workers when there is no GPU (default: cores, at most 8)")
+    _storage_args(sweep)
+    sweep.add_argument("--study", default=None, help="study name (default: the space name)")
+    sweep.add_argument("--new-study", action="store_true",
+                       help="start a fresh study (NAME-2, NAME-3...) instead of resuming")
+    sweep.add_argument("--recycle-after", type=positive_int, default=25,
+                       help="replace a worker by a fresh process after this many trials (default 25)")
+    sweep.add_argument("--max-worker-memory-mb", type=positive_int, default=8192,
+                       help="replace a worker whose memory grows past this (default 8192)")
+
+    worker = commands.add_parser("worker", help="run trials of an existing study (any machine)",
+                                 epilog=EPILOG_WORKER,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    worker.add_argument("--study", required=True, help="study name")
+    _storage_args(worker, space_default=False)
+    worker.add_argument("--worker-id", default=None, help="a name for this worker in the store")
+    worker.add_argument("--trials", type=positive_int, default=None,
+                        help="budget (default: the one stored by 'sweeper sweep')")
+    worker.add_argument("--deadline", type=float, default=None,
+                        help="unix time after which no trial is started")
+    worker.add_argument("--recycle-after", type=positive_int, default=25,
+                        help="exit (code 3) after this many trials so a fresh process takes over")
+    worker.add_argument("--max-memory-mb", type=positive_int, default=None,
+                        help="exit (code 3) once resident memory passes this")
+    worker.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads for TensorFlow (default: all)")
+
+    check = commands.add_parser("check", help="validate a search space; writes nothing",
+                                epilog=EPILOG_CHECK,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    check.add_argument("space", help="a space name in search_spaces/ or a YAML path")
+    return parser
+
+
+def _storage_args(parser, space_default: bool = True) -> None:
+    parser.add_argument("--storage", default=None,
+                        help="SQLAlchemy URL of the study store (default: $SWEEPER_STORAGE, else "
+                             + ("storage/SPACE.db)" if space_default else "required)"))
+    parser.add_argument("--heartbeat", type=positive_int, default=20,
+                        help="seconds between worker heartbeats; a trial silent for 3 is failed "
+                             "and retried (default 20)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SweeperError as e:
+        print(f"sweeper: error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+def cmd_sweep(args) -> int:
+    from sweeper.controller import Controller, SweepOptions
+    from sweeper.gpus import discover_gpus, make_slots
+    from sweeper.space import load_space
+    from sweeper.storage import resolve_storage_url
+
+    space = load_space(args.space)  # validated before anything is written
+    url = resolve_storage_url(args.storage, space.name)
+    slots = make_slots(discover_gpus(args.gpus), args.workers_per_gpu, args.workers)
+    options = SweepOptions(trials=args.trials, timeout_s=args.timeout, heartbeat_s=args.heartbeat,
+                           recycle_after=args.recycle_after,
+                           max_worker_memory_mb=args.max_worker_memory_mb,
+                           new_study=args.new_study)
+    return Controller(space, url, args.study or space.name, slots, options).run()
+
+
+def cmd_worker(args) -> int:
+    import os
+
+    from sweeper.errors import StorageError
+    from sweeper.storage import STORAGE_ENV
+    from sweeper.worker import run_worker
+
+    url = args.storage or os.environ.get(STORAGE_ENV)
+    if not url:
+        raise StorageError(f"no study store given; pass --storage URL or set {STORAGE_ENV}")
+    from sweeper.storage import resolve_storage_url
+
+    return run_worker(resolve_storage_url(url, args.study), args.study,
+                      worker_id=args.worker_id, budget=args.trials, deadline=args.deadline,
+                      recycle_after=args.recycle_after, max_memory_mb=args.max_memory_mb,
+                      heartbeat_s=args.heartbeat, threads=args.threads)
+
+
+def cmd_check(args) -> int:
+    from sweeper.space import load_space
+
+    space = load_space(args.space)
+    print(f"{space.source}: ok ({len(space.params)} params: "
+          f"{', '.join(p.name for p in space.params)}; fingerprint {space.fingerprint})")
+    return 0
+
+
+COMMANDS = {"sweep": cmd_sweep, "worker": cmd_worker, "check": cmd_check}

@@ -1,0 +1,83 @@
+"""GPU discovery and worker slots.
+
+GPUs come from --gpus, else CUDA_VISIBLE_DEVICES, else nvidia-smi, else there are none. Each GPU
+gets `per_gpu` worker slots; each slot's worker sees only its GPU through CUDA_VISIBLE_DEVICES.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from sweeper.errors import GpuError
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One worker process: its id and what CUDA_VISIBLE_DEVICES it gets ('' = CPU only)."""
+
+    worker_id: int
+    cuda_visible_devices: str
+
+
+def parse_gpu_list(text: str, source: str = "--gpus") -> list[str]:
+    """'0,1' -> ['0', '1']; GPU UUIDs (GPU-...) and MIG ids are kept as they are. '' or -1 = none."""
+    items = [item.strip() for item in text.split(",")]
+    items = [item for item in items if item]
+    if not items or items == ["-1"]:
+        return []
+    for item in items:
+        if not (item.isdigit() or item.startswith(("GPU-", "MIG-"))):
+            raise GpuError(f"{source}: {item!r} is not a GPU index or UUID; write e.g. 0,1")
+    if len(set(items)) != len(items):
+        raise GpuError(f"{source}: GPU {text!r} lists a GPU twice; list each GPU once")
+    return items
+
+
+def parse_nvidia_smi(output: str) -> list[str]:
+    """Indices from `nvidia-smi --query-gpu=index --format=csv,noheader` output."""
+    return [line.split(",")[0].strip() for line in output.splitlines()
+            if line.strip() and line.split(",")[0].strip().isdigit()]
+
+
+def query_nvidia_smi(timeout: float = 10.0) -> list[str]:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        result = subprocess.run([exe, "--query-gpu=index", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return parse_nvidia_smi(result.stdout) if result.returncode == 0 else []
+
+
+def discover_gpus(requested: str | None = None, environ=os.environ) -> list[str]:
+    if requested is not None:
+        return parse_gpu_list(requested)
+    if "CUDA_VISIBLE_DEVICES" in environ:
+        return parse_gpu_list(environ["CUDA_VISIBLE_DEVICES"], "CUDA_VISIBLE_DEVICES")
+    return query_nvidia_smi()
+
+
+def default_cpu_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def make_slots(gpus: list[str], per_gpu: int = 1, cpu_workers: int | None = None) -> list[Slot]:
+    """One slot per GPU x per_gpu; with no GPU, `cpu_workers` CPU-only slots."""
+    if per_gpu < 1:
+        raise GpuError(f"--workers-per-gpu: must be at least 1, got {per_gpu}")
+    if gpus:
+        return [Slot(i, gpu) for i, gpu in enumerate(g for g in gpus for _ in range(per_gpu))]
+    count = default_cpu_workers() if cpu_workers is None else cpu_workers
+    if count < 1:
+        raise GpuError(f"--workers: must be at least 1, got {count}")
+    return [Slot(i, "") for i in range(count)]
+
+
+def threads_per_worker(n_workers: int) -> int:
+    """CPU threads each worker's TensorFlow may use, so workers don't fight over cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, n_workers))

@@ -1,0 +1,92 @@
+"""One trial: preprocess -> train -> evaluate, with everything worth knowing stored on the trial.
+
+Trial user attributes set here all start with `sweeper.`; the objective value is validation F1
+of the final model, and the test metrics are of that same model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+import keras
+import optuna
+
+from sweeper.pipeline import evaluate, train
+from sweeper.pipeline.data import Dataset, load_dataset
+from sweeper.pipeline.model import build_model
+from sweeper.space import SearchSpace
+
+ATTR = "sweeper."
+
+
+@dataclass
+class TrialResult:
+    value: float
+    test: dict
+    model: keras.Model
+    data: Dataset
+    params: dict
+
+
+def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None = None
+              ) -> TrialResult:
+    """Run one trial. Raises optuna.TrialPruned when pruned or when the loss became NaN/inf."""
+    config = space.config
+    seed = config["training"]["seed"] + trial.number
+    for key, value in {**(worker_attrs or {}), "seed": seed}.items():
+        trial.set_user_attr(ATTR + key, value)
+    params = space.suggest(trial)
+    hp = space.hyperparameters(params)
+
+    started = time.perf_counter()
+    data = load_dataset(config["dataset"], config["preprocess"])
+    trial.set_user_attr(ATTR + "data", data.report)
+    trial.set_user_attr(ATTR + "time_preprocess_s", round(time.perf_counter() - started, 4))
+
+    started = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    batch_size = int(hp.get("batch_size", 64))
+    steps = -(-len(data.x_train) // batch_size)
+    model = build_model(config["model"], hp, data, steps, space.max_epochs)
+    reporter = train.fit(model, data, trial, batch_size, space.max_epochs,
+                         config["objective"]["average"])
+    trial.set_user_attr(ATTR + "time_train_s", round(time.perf_counter() - started, 4))
+    trial.set_user_attr(ATTR + "epochs_run", len(reporter.losses))
+    trial.set_user_attr(ATTR + "loss_history", [round(x, 6) for x in reporter.losses])
+    if reporter.stop_reason is not None:
+        trial.set_user_attr(ATTR + "prune_reason", reporter.stop_reason)
+        raise optuna.TrialPruned(reporter.stop_reason)
+
+    started = time.perf_counter()
+    value = reporter.scores[-1]
+    test = evaluate.test_metrics(data.y_test, evaluate.predict_classes(model, data.x_test),
+                                 config["objective"]["average"])
+    for name, metric in test.items():
+        trial.set_user_attr(f"{ATTR}test_{name}", metric)
+    trial.set_user_attr(ATTR + "time_evaluate_s", round(time.perf_counter() - started, 4))
+    return TrialResult(value=value, test=test, model=model, data=data, params=params)
+
+
+def make_objective(space: SearchSpace, worker_attrs: dict):
+    """The function given to study.optimize. Failures keep their reason on the trial."""
+
+    def objective(trial: optuna.Trial) -> float:
+        try:
+            return run_trial(trial, space, worker_attrs).value
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:
+            trial.set_user_attr(ATTR + "fail_reason", describe_failure(e))
+            raise
+        finally:
+            keras.backend.clear_session()
+
+    return objective
+
+
+def describe_failure(error: BaseException) -> str:
+    name = type(error).__name__
+    message = (str(error).strip().splitlines() or [""])[0][:300]
+    if name == "ResourceExhaustedError" or "OOM" in message:
+        return f"out of memory ({name}): {message}; try a smaller batch_size or model"
+    return f"{name}: {message}"

@@ -1,0 +1,48 @@
+"""One `model.fit` per trial; after each epoch, validation F1 goes to Optuna, which may prune.
+
+A NaN/inf loss stops training with the reason kept; it never propagates as an exception.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+from sweeper.pipeline.evaluate import f1, predict_classes
+
+
+class EpochReporter(keras.callbacks.Callback):
+    """Reports validation F1 at step = epochs done; stops fit when pruned or the loss blows up."""
+
+    def __init__(self, trial, x_val: np.ndarray, y_val: np.ndarray, average: str):
+        super().__init__()
+        self.trial, self.x_val, self.y_val, self.average = trial, x_val, y_val, average
+        self.losses: list[float] = []
+        self.scores: list[float] = []
+        self.stop_reason: str | None = None  # set when training was cut short
+        self.pruned = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = float((logs or {}).get("loss", float("nan")))
+        self.losses.append(loss)
+        if not math.isfinite(loss):
+            self.stop_reason = f"loss became {loss} at epoch {epoch + 1}"
+            self.model.stop_training = True
+            return
+        score = f1(self.y_val, predict_classes(self.model, self.x_val), self.average)
+        self.scores.append(score)
+        self.trial.report(score, epoch + 1)
+        if self.trial.should_prune():
+            self.pruned = True
+            self.stop_reason = (f"pruned after epoch {epoch + 1}: validation F1 {score:.4f} "
+                                "fell behind other trials at this epoch")
+            self.model.stop_training = True
+
+
+def fit(model, data, trial, batch_size: int, max_epochs: int, average: str) -> EpochReporter:
+    reporter = EpochReporter(trial, data.x_val, data.y_val, average)
+    model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=max_epochs,
+              callbacks=[reporter], verbose=0, shuffle=True)
+    return reporter

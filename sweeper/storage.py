@@ -1,0 +1,256 @@
+"""The study store: URL resolution, engine settings, heartbeats, the shared trial budget.
+
+The store is the only channel between the controller and its workers, so everything that must
+hold across processes and machines (how many trials are done, who may start the next one) is
+answered here from the database itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+
+from sweeper.errors import StorageError
+
+STORAGE_ENV = "SWEEPER_STORAGE"
+STORAGE_DIR = Path("storage")
+SQLITE_BUSY_TIMEOUT_S = 120
+DEFAULT_HEARTBEAT_S = 20
+
+
+def default_storage_url(space_name: str, storage_dir: Path | str = STORAGE_DIR) -> str:
+    return f"sqlite:///{(Path(storage_dir) / f'{space_name}.db').resolve()}"
+
+
+def resolve_storage_url(given: str | None, space_name: str) -> str:
+    """--storage beats SWEEPER_STORAGE beats storage/<space>.db."""
+    url = given or os.environ.get(STORAGE_ENV) or default_storage_url(space_name)
+    if "://" not in url:  # a bare file path is a SQLite store
+        url = f"sqlite:///{Path(url).resolve()}"
+    try:
+        make_url(url)
+    except Exception:
+        raise StorageError(
+            f"storage URL {mask_url(url)!r} is not valid; write it as sqlite:///path.db or "
+            "postgresql+psycopg://user@host/db") from None
+    return url
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ***, safe to print or store."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        # Not parseable: hide everything between '//' and '@' to be safe.
+        head, sep, rest = url.partition("://")
+        if sep and "@" in rest:
+            return f"{head}://***@{rest.rsplit('@', 1)[1]}"
+        return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def engine_kwargs(url: str) -> dict:
+    """Engine options for many workers sharing one store."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database
+
+        def connect():
+            # isolation_level=None: sqlite3 leaves transactions to us (see _begin_immediate).
+            conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+            conn.execute("PRAGMA synchronous=NORMAL")  # safe with WAL, far fewer fsyncs
+            conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+            return conn
+
+        return {"creator": connect}
+    # Server stores: check connections before use (servers restart, proxies drop idle ones),
+    # keep each worker's pool small so hundreds of workers stay under max_connections.
+    return {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 4, "pool_recycle": 1800}
+
+
+def _begin_immediate(conn) -> None:
+    # A deferred SQLite transaction that reads, then writes fails at once with 'database is
+    # locked' when another process wrote in between; the busy timeout cannot help it. Taking the
+    # write lock at BEGIN makes every transaction wait its turn instead.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def open_storage(url: str, *, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S, create: bool = True):
+    """An Optuna RDBStorage tuned for parallel workers, failing stale trials and retrying them.
+
+    With create=False a missing SQLite file is an error instead of a new empty store.
+    """
+    import optuna
+
+    path = sqlite_path(url)
+    if path is not None:
+        if not path.exists() and not create:
+            raise StorageError(f"no study store at {path}; run a sweep first or pass --storage")
+        if create:
+            _make_private_dir(path.parent)
+    kwargs = {}
+    try:
+        with _quiet_experimental():
+            if heartbeat_s:
+                # A trial whose worker stops beating for 3 intervals is failed and queued again.
+                kwargs = dict(
+                    heartbeat_interval=heartbeat_s,
+                    grace_period=heartbeat_s * 3,
+                    heartbeat_stale_trial_callback=retry_callback(),
+                )
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **kwargs)
+    except ImportError as e:
+        raise StorageError(f"{mask_url(url)}: no database driver ({e}); "
+                           "pip install 'sweeper[postgres]' or 'sweeper[mysql]'") from None
+    except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error) as e:
+        reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
+        raise StorageError(f"cannot open study store {mask_url(url)}: {reason}") from None
+    except RuntimeError as e:  # Optuna's schema version check
+        raise StorageError(f"{mask_url(url)}: {e}".splitlines()[0]) from None
+    if path is not None:
+        event.listen(storage.engine, "begin", _begin_immediate)
+    return storage
+
+
+def retry_callback():
+    """Queues a failed trial again with its params, at most 3 times; shared by heartbeats and
+    by workers that are stopped mid-trial."""
+    import optuna
+
+    with _quiet_experimental():
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+
+
+def _make_private_dir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:
+        raise StorageError(f"cannot create {folder}: {e.strerror}; pick a writable --storage") from None
+
+
+@contextlib.contextmanager
+def _quiet_experimental():
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared trial budget
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    """Trials of one study by state. `retries` counts trials created to retry a failed one."""
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    waiting: int = 0
+    retries: int = 0
+
+    @property
+    def claimed(self) -> int:
+        """Budget slots taken: every trial except the failed ones that a retry replaced."""
+        return self.complete + self.pruned + self.failed + self.running + self.waiting - self.retries
+
+    @property
+    def finished(self) -> int:
+        """Slots whose trial has ended for good (complete, pruned, or failed and not retried)."""
+        return self.claimed - self.running - self.waiting
+
+    def may_start(self, budget: int) -> bool:
+        """A worker may ask for a trial: a retry waits, or a slot is free."""
+        return self.waiting > 0 or self.claimed < budget
+
+
+# Optuna's own tables, read directly: loading every trial through the API to count them would
+# cost each worker a full study download per trial.
+_STATE_COUNTS = text(
+    "SELECT state, COUNT(*) FROM trials WHERE study_id = :study_id GROUP BY state")
+_RETRY_COUNT = text(
+    "SELECT COUNT(*) FROM trial_system_attributes a JOIN trials t ON a.trial_id = t.trial_id "
+    "WHERE t.study_id = :study_id AND a.key = 'failed_trial'")
+
+
+def count_trials(storage, study_id: int) -> TrialCounts:
+    with storage.engine.connect() as conn:
+        states = {str(state).rsplit(".", 1)[-1]: n
+                  for state, n in conn.execute(_STATE_COUNTS, {"study_id": study_id})}
+        retries = conn.execute(_RETRY_COUNT, {"study_id": study_id}).scalar_one()
+        conn.rollback()
+    return TrialCounts(
+        complete=states.get("COMPLETE", 0), pruned=states.get("PRUNED", 0),
+        failed=states.get("FAIL", 0), running=states.get("RUNNING", 0),
+        waiting=states.get("WAITING", 0), retries=retries)
+
+
+class BudgetLock:
+    """A lock shared by every worker of a store, held from 'is a slot free?' until the new trial
+    exists, so workers racing for the last slots cannot overshoot the budget.
+
+    SQLite: a file lock beside the store (one machine). PostgreSQL: an advisory lock. MySQL:
+    GET_LOCK. All are released by the server or the kernel if the holder dies.
+    """
+
+    def __init__(self, storage, study_name: str):
+        self._storage = storage
+        self._key = int(hashlib.sha256(study_name.encode()).hexdigest()[:15], 16)
+        self._name = f"sweeper-{self._key:x}"
+        self._backend = storage.engine.dialect.name
+        self._file = None
+        self._conn = None
+        path = sqlite_path(storage.url)
+        self._lock_path = Path(f"{path}.budget-lock") if path is not None else None
+
+    def acquire(self) -> None:
+        if self._lock_path is not None:
+            self._file = open(self._lock_path, "a+")
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+        elif self._backend == "postgresql":
+            self._conn = self._storage.engine.connect()
+            self._conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+            self._conn.commit()
+        elif self._backend in ("mysql", "mariadb"):
+            self._conn = self._storage.engine.connect()
+            self._conn.execute(text("SELECT GET_LOCK(:n, -1)"), {"n": self._name})
+            self._conn.commit()
+
+    def release(self) -> None:
+        """Idempotent: the objective releases it early, the worker again after the trial."""
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                if self._backend == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+                else:
+                    conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": self._name})
+                conn.commit()
+            finally:
+                conn.close()

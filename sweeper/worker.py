@@ -1,0 +1,205 @@
+"""The worker: one process that runs trials of one study until the shared budget is spent.
+
+A worker needs only the store URL and the study name: the search space travels in the study
+itself. So the same worker runs under the local controller, in a Slurm job, or by hand on any
+machine, and they all cooperate through the store. It sees the GPUs its environment gives it
+(CUDA_VISIBLE_DEVICES) and nothing else.
+
+Exit codes: 0 = no work left (budget spent or deadline passed), 3 = asks to be replaced by a fresh
+process (TensorFlow leaks memory across trials), 130 = stopped by a signal, 2 = user error,
+1 = too many failures in a row or a bug.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+import warnings
+
+from sweeper.errors import StorageError, SweeperError
+from sweeper.space import parse_space
+from sweeper.storage import (BudgetLock, count_trials, mask_url, open_storage, retry_callback)
+
+EXIT_DONE, EXIT_RECYCLE, EXIT_FAILING, EXIT_INTERRUPTED = 0, 3, 1, 130
+# Below this many free slots, workers take the budget lock before starting a trial, so racing
+# workers cannot overshoot; above it, no race can reach the end of the budget.
+LOCK_MARGIN = 64
+MAX_FAILURES_IN_A_ROW = 10
+SPACE_ATTR, BUDGET_ATTR, HASH_ATTR = "sweeper.space_yaml", "sweeper.n_trials", "sweeper.space_hash"
+
+
+def log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def configure_backend(threads: int | None) -> None:
+    """Call before the first Keras import: quiet logs, size thread pools, grow GPU memory."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX: grow like TF does
+    if threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    for gpu in tf.config.list_physical_devices("GPU"):
+        # Take GPU memory as needed instead of all of it at start.
+        tf.config.experimental.set_memory_growth(gpu, True)
+
+
+class _Interrupted(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so the running trial is closed and queued again."""
+
+
+def _raise_interrupted(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough; let cleanup finish
+    raise _Interrupted()
+
+
+def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = None,
+               budget: int | None = None, deadline: float | None = None,
+               recycle_after: int = 25, max_memory_mb: float | None = None,
+               heartbeat_s: int = 20, threads: int | None = None) -> int:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    worker_id = worker_id or os.environ.get("SWEEPER_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}"
+
+    storage = open_storage(storage_url, heartbeat_s=heartbeat_s, create=False)
+    try:
+        summary = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        raise StorageError(f"no study '{study_name}' in {mask_url(storage_url)}; start it with "
+                           f"'sweeper sweep' or check --study") from None
+    if SPACE_ATTR not in summary.user_attrs:
+        raise StorageError(f"study '{study_name}' was not made by sweeper (no search space stored)")
+    space = parse_space(summary.user_attrs[SPACE_ATTR], source=f"study {study_name}")
+    budget = budget or summary.user_attrs.get(BUDGET_ATTR)
+
+    configure_backend(threads)
+    from sweeper.pipeline.objective import make_objective
+
+    base_seed = space.config["sampler"].get("seed")
+    if base_seed is not None:  # distinct streams per worker, or parallel workers propose twins
+        space.config["sampler"]["seed"] = base_seed + 1000 * _number(worker_id) + len(summary.trials)
+    study = optuna.load_study(study_name=study_name, storage=storage,
+                              sampler=space.make_sampler(), pruner=space.make_pruner())
+    attrs = {"worker": worker_id, "host": socket.gethostname(), "pid": os.getpid(),
+             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+    log(f"worker {worker_id} on {attrs['host']} (pid {attrs['pid']}, CUDA_VISIBLE_DEVICES="
+        f"{attrs['cuda_visible_devices']!r}) joined study {study_name} in {mask_url(storage_url)}")
+    return run_trials(study, make_objective(space, attrs), budget, deadline=deadline,
+                      recycle_after=recycle_after, max_memory_mb=max_memory_mb)
+
+
+def run_trials(study, objective, budget: int | None, *, deadline: float | None = None,
+               recycle_after: int | None = None, max_memory_mb: float | None = None) -> int:
+    """Run trials of `study` one at a time while the shared budget has room. Returns an exit code.
+
+    Any objective works here (the tests use ones without TensorFlow)."""
+    import optuna
+
+    storage = study._storage
+    rdb = getattr(storage, "_backend", storage)  # the RDBStorage under Optuna's cache layer
+    lock = BudgetLock(rdb, study.study_name)
+    current: dict = {}
+
+    def claimed_objective(trial):
+        lock.release()  # the trial exists now: other workers will count it
+        current["trial"] = trial
+        try:
+            return objective(trial)
+        except SweeperError as e:  # bad data or model code: every trial would fail the same way
+            current["user_error"] = e
+            raise
+
+    ran = failures_in_a_row = 0
+    while True:
+        if deadline is not None and time.time() >= deadline:
+            log("time limit reached; taking no new trials")
+            return EXIT_DONE
+        try:
+            if not _slot_free(rdb, study._study_id, budget, lock):
+                log(f"budget of {budget} trials is taken; done after {ran} trials")
+                return EXIT_DONE
+            current.clear()
+            study.optimize(claimed_objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        except KeyboardInterrupt:
+            _close_interrupted(study, current.get("trial"))
+            log("stopped by a signal")
+            return EXIT_INTERRUPTED
+        finally:
+            lock.release()
+        ran += 1
+        if "user_error" in current:
+            raise current["user_error"]
+        trial = current.get("trial")
+        if trial is not None:
+            frozen = storage.get_trial(trial._trial_id)
+            log(_describe(frozen))
+            failed = frozen.state == optuna.trial.TrialState.FAIL
+            failures_in_a_row = failures_in_a_row + 1 if failed else 0
+            if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+                log(f"{failures_in_a_row} trials failed in a row; last: "
+                    f"{frozen.user_attrs.get('sweeper.fail_reason', '?')}")
+                return EXIT_FAILING
+        if (recycle_after and ran >= recycle_after) or _memory_mb() > (max_memory_mb or float("inf")):
+            log(f"recycling after {ran} trials ({_memory_mb():.0f} MB resident)")
+            return EXIT_RECYCLE
+
+
+def _slot_free(storage, study_id: int, budget: int | None, lock: BudgetLock) -> bool:
+    """Is there a trial to start? Near the end of the budget, answer under the lock and keep
+    holding it until the new trial exists (the objective releases it)."""
+    if budget is None:
+        return True
+    counts = count_trials(storage, study_id)
+    if counts.waiting == 0 and budget - counts.claimed <= LOCK_MARGIN:
+        lock.acquire()
+        counts = count_trials(storage, study_id)
+    return counts.may_start(budget)
+
+
+def _close_interrupted(study, trial) -> None:
+    """The trial cut short by a signal is failed with its reason and queued to run again."""
+    import optuna
+
+    if trial is None:
+        return
+    storage = study._storage
+    frozen = storage.get_trial(trial._trial_id)
+    if frozen.state == optuna.trial.TrialState.RUNNING:
+        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    elif frozen.state != optuna.trial.TrialState.FAIL:
+        return  # it finished before the signal landed
+    storage.set_trial_user_attr(trial._trial_id, "sweeper.fail_reason",
+                                "interrupted: the worker was stopped; queued to run again")
+    retry_callback()(study, storage.get_trial(trial._trial_id))
+
+
+def _describe(trial) -> str:
+    state = trial.state.name
+    reason = trial.user_attrs.get("sweeper.prune_reason") or trial.user_attrs.get("sweeper.fail_reason")
+    detail = reason or (f"F1 {trial.value:.4f}" if trial.value is not None else "")
+    return f"trial {trial.number} {state}: {detail}"
+
+
+def _number(worker_id: str) -> int:
+    digits = "".join(ch for ch in str(worker_id) if ch.isdigit())
+    return int(digits[-6:]) if digits else 0
+
+
+def _memory_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
