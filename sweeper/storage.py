@@ -235,7 +235,14 @@ class BudgetLock:
             self._conn.commit()
         elif self._backend in ("mysql", "mariadb"):
             self._conn = self._storage.engine.connect()
-            self._conn.execute(text("SELECT GET_LOCK(:n, -1)"), {"n": self._name})
+            # MariaDB has no 'wait forever' (-1 returns NULL at once): wait a day at a time.
+            while True:
+                got = self._conn.execute(text("SELECT GET_LOCK(:n, 86400)"),
+                                         {"n": self._name}).scalar()
+                if got == 1:
+                    break
+                if got is None:
+                    raise StorageError(f"{mask_url(self._storage.url)} refused GET_LOCK")
             self._conn.commit()
 
     def release(self) -> None:

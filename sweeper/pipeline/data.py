@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import importlib
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +220,8 @@ def _from_keras(name: str):
 
 def import_object(import_path: str, key: str):
     module_name, _, attr = import_path.partition(":")
+    if os.getcwd() not in sys.path:  # user code next to the search spaces, as with python -m
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:

@@ -1,0 +1,112 @@
+"""Shared fixtures: a scratch project folder, study stores on every backend, a fake nvidia-smi."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_SPACES = Path(__file__).resolve().parent / "spaces"
+SERVER_URL_ENV = {"postgres": "SWEEPER_TEST_POSTGRES_URL", "mysql": "SWEEPER_TEST_MYSQL_URL"}
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One dataset cache for the whole run: preparing digits once is enough."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, shared_cache) -> Path:
+    """A working folder holding the shipped and test search spaces, as a user's checkout would."""
+    shutil.copytree(ROOT / "search_spaces", tmp_path / "search_spaces")
+    for space in TEST_SPACES.glob("*.yaml"):
+        shutil.copy(space, tmp_path / "search_spaces" / space.name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SWEEPER_STORAGE", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("SWEEPER_CACHE_DIR", str(shared_cache))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests" / "helpers")]))
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "helpers"))
+    return tmp_path
+
+
+def _server_database(kind: str):
+    """A fresh, empty database on the server named by the environment, dropped afterwards."""
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    env = SERVER_URL_ENV[kind]
+    base = os.environ.get(env)
+    if not base:
+        pytest.skip(f"{env} is not set (.ci/run sets it); no {kind} server to test against")
+    name = f"sweeper_test_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    except Exception as e:  # server down or unreachable
+        admin.dispose()
+        pytest.skip(f"{kind} server at {make_url(base).render_as_string(hide_password=True)} "
+                    f"not usable: {str(e).splitlines()[0]}")
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+
+    def drop():
+        with admin.connect() as conn:
+            if kind == "postgres":
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            else:
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        admin.dispose()
+
+    return url, drop
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
+def storage_url(request, tmp_path):
+    """A study store on each backend: SQLite always, servers where their URL is set."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store' / 'study.db'}"
+        return
+    url, drop = _server_database(request.param)
+    yield url
+    drop()
+
+
+FAKE_NVIDIA_SMI = """#!/bin/sh
+# A stand-in for nvidia-smi on a machine without GPUs: lists FAKE_GPU_COUNT GPUs.
+count="${FAKE_GPU_COUNT:-2}"
+i=0
+case "$*" in
+  *--query-gpu*)
+    while [ "$i" -lt "$count" ]; do echo "$i, Fake GPU $i, GPU-fake-$i"; i=$((i+1)); done ;;
+  *-L*)
+    while [ "$i" -lt "$count" ]; do echo "GPU $i: Fake GPU $i (UUID: GPU-fake-$i)"; i=$((i+1)); done ;;
+  *) echo "NVIDIA-SMI fake" ;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_nvidia_smi(tmp_path, monkeypatch) -> Path:
+    """Puts a fake nvidia-smi first on PATH (2 GPUs unless FAKE_GPU_COUNT says otherwise)."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "nvidia-smi"
+    exe.write_text(FAKE_NVIDIA_SMI)
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return exe
+
+
+def run_sweeper(*args, env=None, timeout=600, cwd=None) -> subprocess.CompletedProcess:
+    """The real entry point in a child process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "sweeper", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout, cwd=cwd)

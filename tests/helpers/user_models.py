@@ -1,0 +1,30 @@
+"""User code that test spaces name by import path."""
+
+import keras
+import numpy as np
+
+
+def nan_model(hp, input_shape, num_classes):
+    """A model whose outputs (and so loss) are NaN from the first batch."""
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(num_classes)(x)
+    x = keras.layers.Lambda(lambda t: t * float("nan"))(x)
+    outputs = keras.layers.Activation("softmax")(x)
+    return keras.Model(inputs, outputs)
+
+
+def small_dense(hp, input_shape, num_classes):
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(hp.get("width", 16), activation="relu")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs)
+
+
+def blobs():
+    """Two well-separated Gaussian blobs: a dataset given as a function."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-2, 1, (100, 4)), rng.normal(2, 1, (100, 4))])
+    y = np.array([0] * 100 + [1] * 100)
+    return x, y

@@ -1,0 +1,220 @@
+"""Search-space parsing: good spaces from a table, bad spaces and their one-line messages."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import yaml
+
+from sweeper.errors import SpaceError
+from sweeper.space import load_space, parse_space
+
+MINIMAL = {"model": {"name": "cnn"},
+           "params": {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}
+
+
+def space_text(**overrides) -> str:
+    doc = {**MINIMAL, **overrides}
+    return yaml.safe_dump({k: v for k, v in doc.items() if v is not None}, sort_keys=False)
+
+
+def suggest_once(space, sampler=None):
+    study = optuna.create_study(sampler=sampler or optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    return space.suggest(trial), trial
+
+
+def test_shipped_spaces_are_valid(project):
+    for name in ("cnn_lr", "mlp_breast_cancer"):
+        space = load_space(name)
+        params, _ = suggest_once(space)
+        assert "learning_rate" in params
+        assert space.config["sampler"]["name"] == "tpe"
+
+
+def test_defaults_are_filled_in():
+    space = parse_space(space_text())
+    assert space.config["dataset"]["name"] == "digits"
+    assert space.config["objective"] == {"metric": "f1", "average": "macro", "direction": "maximize"}
+    assert space.config["sampler"]["name"] == "tpe"
+    assert space.config["pruner"]["name"] == "hyperband"
+    assert space.config["training"]["max_epochs"] == 20
+
+
+@pytest.mark.parametrize("spec, distribution", [
+    ({"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+     optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)),
+    ({"type": "float", "low": 0.0, "high": 0.5, "step": 0.1},
+     optuna.distributions.FloatDistribution(0.0, 0.5, step=0.1)),
+    ({"type": "float", "low": "1e-5", "high": "1e-3", "log": True},  # PyYAML reads 1e-5 as text
+     optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)),
+    ({"type": "int", "low": 1, "high": 3},
+     optuna.distributions.IntDistribution(1, 3)),
+    ({"type": "int", "low": 16, "high": 128, "step": 16},
+     optuna.distributions.IntDistribution(16, 128, step=16)),
+    ({"type": "int", "low": 8, "high": 256, "log": True},
+     optuna.distributions.IntDistribution(8, 256, log=True)),
+    ({"type": "categorical", "choices": [16, 32, 64]},
+     optuna.distributions.CategoricalDistribution([16, 32, 64])),
+])
+def test_param_distributions(spec, distribution):
+    name = "dense_units" if spec["type"] in ("int", "categorical") else "dropout"
+    if spec.get("log") and spec["type"] == "float":
+        name = "learning_rate"
+    space = parse_space(space_text(params={name: spec}))
+    _, trial = suggest_once(space)
+    assert trial.distributions[name] == distribution
+
+
+def test_conditional_param_only_when_its_choice_is_made():
+    params = {
+        "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+        "momentum": {"type": "float", "low": 0.0, "high": 0.9, "when": {"optimizer": "sgd"}},
+    }
+    space = parse_space(space_text(params=params))
+    seen = {"adam": 0, "sgd": 0}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    for _ in range(30):
+        chosen = space.suggest(study.ask())
+        seen[chosen["optimizer"]] += 1
+        assert ("momentum" in chosen) == (chosen["optimizer"] == "sgd")
+    assert seen["adam"] and seen["sgd"]
+
+
+def test_hyperparameters_merge_fixed_values_and_params():
+    space = parse_space(space_text(model={"name": "cnn", "filters": 8},
+                                   training={"batch_size": 16}))
+    hp = space.hyperparameters({"learning_rate": 0.01})
+    assert hp["filters"] == 8 and hp["batch_size"] == 16 and hp["learning_rate"] == 0.01
+
+
+@pytest.mark.parametrize("sampler, cls", [
+    ("tpe", optuna.samplers.TPESampler), ("random", optuna.samplers.RandomSampler),
+    ("cmaes", optuna.samplers.CmaEsSampler), ("qmc", optuna.samplers.QMCSampler),
+])
+def test_samplers(sampler, cls):
+    space = parse_space(space_text(sampler={"name": sampler, "seed": 1}))
+    assert isinstance(space.make_sampler(), cls)
+
+
+def test_grid_sampler_enumerates_every_point():
+    params = {"dropout": {"type": "float", "low": 0.0, "high": 0.2, "step": 0.1},
+              "filters": {"type": "categorical", "choices": [8, 16]}}
+    space = parse_space(space_text(sampler="grid", params=params))
+    study = optuna.create_study(sampler=space.make_sampler())
+    seen = set()
+
+    def objective(trial):
+        chosen = space.suggest(trial)
+        seen.add((round(chosen["dropout"], 6), chosen["filters"]))
+        return 0.0
+
+    study.optimize(objective, n_trials=10)  # the grid sampler stops the study when it is done
+    assert len(study.trials) == 6
+    assert seen == {(d, f) for d in (0.0, 0.1, 0.2) for f in (8, 16)}
+
+
+@pytest.mark.parametrize("pruner, cls", [
+    ({"name": "hyperband", "min_resource": 2}, optuna.pruners.HyperbandPruner),
+    ({"name": "median", "n_warmup_steps": 3}, optuna.pruners.MedianPruner),
+    ({"name": "percentile", "percentile": 25}, optuna.pruners.PercentilePruner),
+    ({"name": "successive_halving"}, optuna.pruners.SuccessiveHalvingPruner),
+    ("none", optuna.pruners.NopPruner),
+])
+def test_pruners(pruner, cls):
+    assert isinstance(parse_space(space_text(pruner=pruner)).make_pruner(), cls)
+
+
+def test_fingerprint_ignores_comments_but_not_meaning():
+    a = parse_space(space_text())
+    b = parse_space("# a comment\n" + space_text())
+    c = parse_space(space_text(training={"max_epochs": 5}))
+    assert a.fingerprint == b.fingerprint != c.fingerprint
+
+
+def test_user_model_may_use_any_param_name():
+    space = parse_space(space_text(model={"function": "user_models:small_dense"},
+                                   params={"width": {"type": "int", "low": 4, "high": 8}}))
+    assert [p.name for p in space.params] == ["width"]
+
+
+# Each bad space: (YAML text, fragments the one-line message must contain)
+LR = "params: {learning_rate: {type: float, low: 0.0001, high: 0.01, log: true}}\n"
+BAD_SPACES = [
+    ("", ["is empty"]),
+    ("[1, 2]", ["must be a mapping"]),
+    ("model: {name: cnn}\nparams: {learning_rate: {type: float, low: 1, high: [}\n",
+     ["invalid YAML", "line"]),
+    ("model: {name: cnn}\nmodel: {name: mlp}\n" + LR, ["duplicate key 'model'"]),
+    ("modle: {name: cnn}\n" + LR, ["modle", "did you mean 'model'"]),
+    ("model: {name: cnn}\ntraining: {max_epoch: 3}\n" + LR,
+     ["training.max_epoch", "unknown key", "max_epochs"]),
+    ("model: {name: cnn}\ntraining: {max_epochs: three}\n" + LR,
+     ["training.max_epochs", "whole number"]),
+    ("model: {name: cnn}\ntraining: {max_epochs: 0}\n" + LR, ["training.max_epochs", "at least 1"]),
+    ("model: {name: resnet}\n" + LR, ["model.name", "resnet", "cnn, mlp"]),
+    (LR, ["model", "needs a name"]),
+    ("model: {name: cnn}\ndataset: {name: imagenet}\n" + LR, ["dataset.name", "imagenet"]),
+    ("model: {name: cnn}\ndataset: {path: /no/such/file.npz}\n" + LR,
+     ["dataset.path", "does not exist"]),
+    ("model: {name: cnn}\ndataset: {name: digits, path: x.npz}\n" + LR, ["has both"]),
+    ("model: {name: cnn}\nparams: {learning_rate: {type: float, low: 0.1, high: 0.01}}\n",
+     ["params.learning_rate", "low (0.1) must be below high (0.01)"]),
+    ("model: {name: cnn}\nparams: {learning_rate: {type: float, low: 0.0, high: 0.1, log: true}}\n",
+     ["params.learning_rate.low", "log"]),
+    ("model: {name: cnn}\nparams: {filters: {type: categorical, choices: []}}\n",
+     ["params.filters.choices", "non-empty"]),
+    ("model: {name: cnn}\nparams: {dropout: {type: floaty, low: 0, high: 1}}\n",
+     ["params.dropout.type", "floaty"]),
+    ("model: {name: cnn}\nparams: {dropout: {type: float, high: 0.5}}\n",
+     ["params.dropout.low", "missing"]),
+    ("model: {name: cnn}\nparams: {dropout: {type: float, low: 0, high: .nan}}\n",
+     ["params.dropout.high", "finite"]),
+    ("model: {name: cnn}\nparams: {lerning_rate: {type: float, low: 0.1, high: 0.2}}\n",
+     ["params.lerning_rate", "did you mean 'learning_rate'"]),
+    ("model: {name: cnn}\nparams: {momentum: {type: float, low: 0, high: 0.9, "
+     "when: {optimizer: sgd}}}\n", ["params.momentum.when.optimizer", "not a param defined above"]),
+    ("model: {name: cnn}\nparams:\n  optimizer: {type: categorical, choices: [adam]}\n"
+     "  momentum: {type: float, low: 0, high: 0.9, when: {optimizer: sgd}}\n",
+     ["params.momentum.when.optimizer", "'sgd' is not one of its choices"]),
+    ("model: {name: cnn}\nparams: {optimizer: {type: categorical, choices: [adam, adagrad]}}\n",
+     ["params.optimizer.choices", "adagrad"]),
+    ("model: {name: cnn}\nsampler: {name: bayes}\n" + LR, ["sampler.name", "bayes", "tpe"]),
+    ("model: {name: cnn}\nsampler: {name: tpe, seeds: 1}\n" + LR, ["sampler.seeds", "seed"]),
+    ("model: {name: cnn}\npruner: {name: percentile}\n" + LR, ["pruner.percentile", "required"]),
+    ("model: {name: cnn}\npruner: {name: hyperband, reduction_factor: 1}\n" + LR,
+     ["pruner.reduction_factor", "at least 2"]),
+    ("model: {name: cnn}\nobjective: {average: samples}\n" + LR, ["objective.average", "samples"]),
+    ("model: {name: cnn}\nobjective: {average: binary}\n" + LR,
+     ["objective.average", "two-class"]),
+    ("model: {name: cnn}\nsampler: grid\n" + LR, ["grid needs a step"]),
+    ("model: {name: cnn}\nparams: {}\n", ["params", "is empty"]),
+    ("model: {function: 'not a path'}\n" + LR, ["model.function", "import path"]),
+    ("model: {name: cnn}\nparams: {batch_size: {type: float, low: 8, high: 64}}\n",
+     ["params.batch_size.type", "whole numbers"]),
+    ("model: {name: cnn}\ndataset: {validation_fraction: 1.5}\n" + LR,
+     ["dataset.validation_fraction", "between 0 and 1"]),
+    ("model: !!python/object/apply:os.system ['true']\n" + LR, ["invalid YAML"]),
+]
+
+
+@pytest.mark.parametrize("text, fragments", BAD_SPACES, ids=range(len(BAD_SPACES)))
+def test_bad_spaces_give_one_line(text, fragments):
+    with pytest.raises(SpaceError) as caught:
+        parse_space(text, source="search_spaces/bad.yaml")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("search_spaces/bad.yaml: ")
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_unknown_space_lists_the_known_ones(project):
+    with pytest.raises(SpaceError, match=r"no such search space 'cnn_lrr'.*cnn_lr"):
+        load_space("cnn_lrr")
+
+
+def test_non_utf8_space(project):
+    (project / "search_spaces" / "latin.yaml").write_bytes(b"description: caf\xe9\n")
+    with pytest.raises(SpaceError, match="not UTF-8"):
+        load_space("latin")

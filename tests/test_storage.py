@@ -1,0 +1,150 @@
+"""The study store on SQLite, PostgreSQL and MySQL: URLs, masking, counting, the shared budget."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from sweeper.errors import StorageError
+from sweeper.storage import (BudgetLock, count_trials, default_storage_url, mask_url, open_storage,
+                             resolve_storage_url, retry_callback, sqlite_path)
+from sweeper.worker import EXIT_DONE, run_trials
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_url_precedence(project, monkeypatch):
+    assert resolve_storage_url(None, "cnn_lr") == default_storage_url("cnn_lr")
+    assert default_storage_url("cnn_lr").endswith(str(project / "storage" / "cnn_lr.db"))
+    monkeypatch.setenv("SWEEPER_STORAGE", "postgresql+psycopg://u@h/env")
+    assert resolve_storage_url(None, "cnn_lr") == "postgresql+psycopg://u@h/env"
+    assert resolve_storage_url("sqlite:///x.db", "cnn_lr") == "sqlite:///x.db"
+
+
+def test_bare_path_is_a_sqlite_store(project):
+    assert resolve_storage_url("runs/a.db", "s") == f"sqlite:///{project / 'runs' / 'a.db'}"
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql+psycopg://alice:s3cret@db:5432/sweeps", "postgresql+psycopg://alice:***@db:5432/sweeps"),
+    ("mysql+pymysql://root:p%40ss@127.0.0.1/test", "mysql+pymysql://root:***@127.0.0.1/test"),
+    ("sqlite:////tmp/a.db", "sqlite:////tmp/a.db"),
+    ("postgresql://u@h/db", "postgresql://u@h/db"),
+])
+def test_password_is_masked(url, shown):
+    assert mask_url(url) == shown
+
+
+def test_bad_url_message_hides_password():
+    with pytest.raises(StorageError) as caught:
+        resolve_storage_url("postgresql://alice:s3cret@db:notaport/x", "s")
+    assert "s3cret" not in str(caught.value)
+
+
+def test_read_only_open_creates_nothing(tmp_path):
+    path = tmp_path / "none" / "study.db"
+    with pytest.raises(StorageError, match="no study store"):
+        open_storage(f"sqlite:///{path}", create=False)
+    assert not path.exists() and not path.parent.exists()
+
+
+def test_sqlite_store_uses_wal_and_a_private_folder(tmp_path):
+    url = f"sqlite:///{tmp_path / 'private' / 'study.db'}"
+    storage = open_storage(url)
+    optuna.create_study(storage=storage, study_name="s")
+    path = sqlite_path(url)
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert (path.parent.stat().st_mode & 0o777) == 0o700
+
+
+def test_counts_follow_retries(storage_url):
+    storage = open_storage(storage_url)
+    study = optuna.create_study(storage=storage, study_name="counts")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    first = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(first, state=optuna.trial.TrialState.FAIL)
+    retry_callback()(study, study.trials[first.number])  # the retry takes the failed trial's slot
+    counts = count_trials(storage, study._study_id)
+    assert (counts.complete, counts.failed, counts.waiting, counts.retries) == (3, 1, 1, 1)
+    assert counts.claimed == 4 and counts.finished == 3
+    assert counts.may_start(4)  # the waiting retry may run
+    # The retry fails too and is retried again: still one slot for the chain.
+    retry = study.ask()
+    study.tell(retry, state=optuna.trial.TrialState.FAIL)
+    retry_callback()(study, study.trials[retry.number])
+    counts = count_trials(storage, study._study_id)
+    assert counts.claimed == 4 and counts.finished == 3 and counts.waiting == 1
+
+
+def test_budget_lock_excludes_other_processes(storage_url):
+    storage = open_storage(storage_url)
+    optuna.create_study(storage=storage, study_name="locked")
+    lock = BudgetLock(storage, "locked")
+    lock.acquire()
+    ctx = multiprocessing.get_context("fork")
+    got_it = ctx.Event()
+    child = ctx.Process(target=_take_lock, args=(storage_url, got_it))
+    child.start()
+    time.sleep(1.0)
+    assert not got_it.is_set(), "a second process took the lock while it was held"
+    lock.release()
+    assert got_it.wait(20), "the lock was not handed over after release"
+    child.join(20)
+
+
+def _take_lock(url, event):
+    storage = open_storage(url)
+    lock = BudgetLock(storage, "locked")
+    lock.acquire()
+    event.set()
+    lock.release()
+
+
+def _near_instant_worker(url: str, study_name: str, budget: int, queue) -> None:
+    """A worker whose trials report 5 'epochs' and end at once (no TensorFlow)."""
+    import os
+
+    storage = open_storage(url, heartbeat_s=5)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        for step in range(5):
+            trial.report(x * step, step)
+        return x
+
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = run_trials(study, objective, budget)
+    queue.put((os.getpid(), code))
+
+
+@pytest.mark.parametrize("workers, budget", [(8, 60)])
+def test_parallel_workers_hit_the_budget_exactly(storage_url, workers, budget):
+    """Many workers race for the last slots: exactly `budget` trials, none RUNNING, no error."""
+    storage = open_storage(storage_url)
+    study = optuna.create_study(storage=storage, study_name="race")
+    storage.engine.dispose()
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_near_instant_worker, args=(storage_url, "race", budget, queue))
+             for _ in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(240)
+    codes = [queue.get(timeout=5)[1] for _ in procs]
+    assert [p.exitcode for p in procs] == [0] * workers
+    assert codes == [EXIT_DONE] * workers
+    trials = optuna.load_study(study_name="race", storage=open_storage(storage_url)).trials
+    states = [t.state for t in trials]
+    assert len(trials) == budget
+    assert states.count(optuna.trial.TrialState.COMPLETE) == budget
+    assert all(len(t.intermediate_values) == 5 for t in trials)
