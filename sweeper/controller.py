@@ -256,9 +256,9 @@ class Controller:
 
         for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if trial.user_attrs.get("sweeper.pid") in pids:
-                self.storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
                 self.storage.set_trial_user_attr(trial._trial_id, "sweeper.fail_reason",
                                                  "interrupted: the worker was killed; queued again")
+                self.storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
                 retry_callback()(self.study, self.storage.get_trial(trial._trial_id))
 
     # -- output ------------------------------------------------------------------------------

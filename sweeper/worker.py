@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 import warnings
 
@@ -27,6 +28,7 @@ EXIT_DONE, EXIT_RECYCLE, EXIT_FAILING, EXIT_INTERRUPTED = 0, 3, 1, 130
 # workers cannot overshoot; above it, no race can reach the end of the budget.
 LOCK_MARGIN = 64
 MAX_FAILURES_IN_A_ROW = 10
+INTERRUPTED_REASON = "interrupted: the worker was stopped; queued to run again"
 SPACE_ATTR, BUDGET_ATTR, HASH_ATTR = "sweeper.space_yaml", "sweeper.n_trials", "sweeper.space_hash"
 
 
@@ -54,13 +56,13 @@ def configure_backend(threads: int | None) -> None:
         tf.config.experimental.set_memory_growth(gpu, True)
 
 
-class _Interrupted(KeyboardInterrupt):
-    """SIGTERM, turned into an exception so the running trial is closed and queued again."""
+# Set by SIGTERM/SIGINT. The handler only sets it: an exception raised from a signal handler can
+# land anywhere (inside a finalizer, where Python swallows it); training checks it every batch.
+STOP = threading.Event()
 
 
-def _raise_interrupted(signum, frame):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough; let cleanup finish
-    raise _Interrupted()
+def _request_stop(signum, frame):
+    STOP.set()
 
 
 def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = None,
@@ -71,7 +73,8 @@ def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = Non
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _request_stop)
     worker_id = worker_id or os.environ.get("SWEEPER_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}"
 
     storage = open_storage(storage_url, heartbeat_s=heartbeat_s, create=False)
@@ -97,7 +100,7 @@ def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = Non
              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
     log(f"worker {worker_id} on {attrs['host']} (pid {attrs['pid']}, CUDA_VISIBLE_DEVICES="
         f"{attrs['cuda_visible_devices']!r}) joined study {study_name} in {mask_url(storage_url)}")
-    return run_trials(study, make_objective(space, attrs), budget, deadline=deadline,
+    return run_trials(study, make_objective(space, attrs, STOP.is_set), budget, deadline=deadline,
                       recycle_after=recycle_after, max_memory_mb=max_memory_mb)
 
 
@@ -121,9 +124,15 @@ def run_trials(study, objective, budget: int | None, *, deadline: float | None =
         except SweeperError as e:  # bad data or model code: every trial would fail the same way
             current["user_error"] = e
             raise
+        except KeyboardInterrupt:  # noted while the trial can still be written to
+            trial.set_user_attr("sweeper.fail_reason", INTERRUPTED_REASON)
+            raise
 
     ran = failures_in_a_row = 0
     while True:
+        if STOP.is_set():
+            log("stopped by a signal")
+            return EXIT_INTERRUPTED
         if deadline is not None and time.time() >= deadline:
             log("time limit reached; taking no new trials")
             return EXIT_DONE
@@ -177,12 +186,11 @@ def _close_interrupted(study, trial) -> None:
         return
     storage = study._storage
     frozen = storage.get_trial(trial._trial_id)
-    if frozen.state == optuna.trial.TrialState.RUNNING:
+    if frozen.state == optuna.trial.TrialState.RUNNING:  # the signal came outside the objective
+        storage.set_trial_user_attr(trial._trial_id, "sweeper.fail_reason", INTERRUPTED_REASON)
         storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
     elif frozen.state != optuna.trial.TrialState.FAIL:
         return  # it finished before the signal landed
-    storage.set_trial_user_attr(trial._trial_id, "sweeper.fail_reason",
-                                "interrupted: the worker was stopped; queued to run again")
     retry_callback()(study, storage.get_trial(trial._trial_id))
 
 

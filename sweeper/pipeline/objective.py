@@ -28,9 +28,10 @@ class TrialResult:
     params: dict
 
 
-def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None = None
-              ) -> TrialResult:
-    """Run one trial. Raises optuna.TrialPruned when pruned or when the loss became NaN/inf."""
+def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None = None,
+              should_stop=None) -> TrialResult:
+    """Run one trial. Raises optuna.TrialPruned when pruned or when the loss became NaN/inf,
+    and train.TrialInterrupted when `should_stop()` turns true."""
     config = space.config
     seed = config["training"]["seed"] + trial.number
     for key, value in {**(worker_attrs or {}), "seed": seed}.items():
@@ -49,7 +50,7 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
     steps = -(-len(data.x_train) // batch_size)
     model = build_model(config["model"], hp, data, steps, space.max_epochs)
     reporter = train.fit(model, data, trial, batch_size, space.max_epochs,
-                         config["objective"]["average"])
+                         config["objective"]["average"], should_stop)
     trial.set_user_attr(ATTR + "time_train_s", round(time.perf_counter() - started, 4))
     trial.set_user_attr(ATTR + "epochs_run", len(reporter.losses))
     trial.set_user_attr(ATTR + "loss_history", [round(x, 6) for x in reporter.losses])
@@ -67,12 +68,12 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
     return TrialResult(value=value, test=test, model=model, data=data, params=params)
 
 
-def make_objective(space: SearchSpace, worker_attrs: dict):
+def make_objective(space: SearchSpace, worker_attrs: dict, should_stop=None):
     """The function given to study.optimize. Failures keep their reason on the trial."""
 
     def objective(trial: optuna.Trial) -> float:
         try:
-            return run_trial(trial, space, worker_attrs).value
+            return run_trial(trial, space, worker_attrs, should_stop).value
         except optuna.TrialPruned:
             raise
         except Exception as e:

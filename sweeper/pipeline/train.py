@@ -13,6 +13,25 @@ import numpy as np
 from sweeper.pipeline.evaluate import f1, predict_classes
 
 
+class TrialInterrupted(KeyboardInterrupt):
+    """The worker was asked to stop; the trial is failed (and queued again by the worker)."""
+
+
+class StopCheck(keras.callbacks.Callback):
+    """Checks after every batch whether the worker was asked to stop, so a signal ends a trial
+    within a batch, from ordinary Python code (not inside whatever the signal interrupted)."""
+
+    def __init__(self, should_stop):
+        super().__init__()
+        self.should_stop = should_stop
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.should_stop():
+            raise TrialInterrupted()
+
+    on_predict_batch_end = on_test_batch_end = on_train_batch_end
+
+
 class EpochReporter(keras.callbacks.Callback):
     """Reports validation F1 at step = epochs done; stops fit when pruned or the loss blows up."""
 
@@ -41,8 +60,10 @@ class EpochReporter(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def fit(model, data, trial, batch_size: int, max_epochs: int, average: str) -> EpochReporter:
+def fit(model, data, trial, batch_size: int, max_epochs: int, average: str,
+        should_stop=None) -> EpochReporter:
     reporter = EpochReporter(trial, data.x_val, data.y_val, average)
+    callbacks = [reporter] if should_stop is None else [StopCheck(should_stop), reporter]
     model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=max_epochs,
-              callbacks=[reporter], verbose=0, shuffle=True)
+              callbacks=callbacks, verbose=0, shuffle=True)
     return reporter

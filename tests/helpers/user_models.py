@@ -28,3 +28,8 @@ def blobs():
     x = np.concatenate([rng.normal(-2, 1, (100, 4)), rng.normal(2, 1, (100, 4))])
     y = np.array([0] * 100 + [1] * 100)
     return x, y
+
+
+def out_of_memory_model(hp, input_shape, num_classes):
+    """Fails the way TensorFlow does when a GPU runs out of memory."""
+    raise RuntimeError("OOM when allocating tensor with shape[4096,4096,64]")

@@ -1,0 +1,116 @@
+"""Real sweeps through the real entry point: 2 pinned workers, real TensorFlow, a real store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import psutil
+import pytest
+
+from conftest import run_sweeper
+from sweeper.storage import open_storage
+
+pytestmark = pytest.mark.slow
+State = optuna.trial.TrialState
+
+
+def load(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(url, create=False))
+
+
+def test_sweep_pins_workers_prunes_and_resumes(project, fake_nvidia_smi):
+    url = f"sqlite:///{project / 'storage' / 'tiny_cnn.db'}"
+    first = run_sweeper("sweep", "tiny_cnn", "--trials", "8", "--gpus", "0,1")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "best trials" in first.stdout and str(project / "storage" / "tiny_cnn.db") in first.stdout
+
+    trials = load(url, "tiny_cnn").trials
+    assert len(trials) == 8
+    assert {t.state for t in trials} <= {State.COMPLETE, State.PRUNED}
+    assert any(t.state == State.PRUNED for t in trials), "the top-quarter pruner pruned nothing"
+    assert any(t.state == State.COMPLETE for t in trials)
+    # Each worker saw exactly its own GPU: worker 0 -> "0", worker 1 -> "1", and both worked.
+    seen = {(t.user_attrs["sweeper.worker"], t.user_attrs["sweeper.cuda_visible_devices"])
+            for t in trials}
+    assert seen == {("0", "0"), ("1", "1")}
+    assert len({t.user_attrs["sweeper.pid"] for t in trials}) >= 2
+    for t in trials:
+        assert t.user_attrs["sweeper.host"]
+        assert len(t.intermediate_values) == t.user_attrs["sweeper.epochs_run"]
+        if t.state == State.COMPLETE:
+            assert 0 <= t.user_attrs["sweeper.test_f1"] <= 1 and t.value is not None
+
+    # Same command, larger budget, GPUs found by (the fake) nvidia-smi: the study resumes.
+    env = {**os.environ, "FAKE_GPU_COUNT": "2"}
+    second = run_sweeper("sweep", "tiny_cnn", "--trials", "10", env=env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "8 of 10 trials already done, resuming" in second.stdout
+    resumed = load(url, "tiny_cnn").trials
+    assert len(resumed) == 10 and all(t.state != State.RUNNING for t in resumed)
+    assert [(t.params, t.value) for t in resumed[:8]] == [(t.params, t.value) for t in trials]
+    assert {t.user_attrs["sweeper.cuda_visible_devices"] for t in resumed[8:]} <= {"0", "1"}
+
+    # A changed space is refused, and nothing is added to the study.
+    space_file = project / "search_spaces" / "tiny_cnn.yaml"
+    space_file.write_text(space_file.read_text().replace("max_epochs: 4", "max_epochs: 3"))
+    changed = run_sweeper("sweep", "tiny_cnn", "--trials", "12", "--workers", "1", "--gpus", "")
+    assert changed.returncode == 2
+    assert "changed since study 'tiny_cnn' was created" in changed.stderr
+    assert "--new-study" in changed.stderr
+    assert len(load(url, "tiny_cnn").trials) == 10
+
+
+def test_sigterm_stops_workers_within_10s_and_a_rerun_resumes(project):
+    url = f"sqlite:///{project / 'storage' / 'long_cnn.db'}"
+    controller = subprocess.Popen(
+        [sys.executable, "-m", "sweeper", "sweep", "long_cnn", "--trials", "40", "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:  # wait until both workers are inside a trial
+            time.sleep(0.5)
+            try:
+                running = load(url, "long_cnn").get_trials(states=(State.RUNNING,))
+            except Exception:  # the store or the study is not there yet
+                continue
+            if len(running) == 2 and all(t.intermediate_values for t in running):
+                break
+        else:
+            pytest.fail("the workers never got a trial running")
+        workers = [p.pid for p in psutil.Process(controller.pid).children()]
+        started = time.time()
+        controller.send_signal(signal.SIGTERM)
+        output, _ = controller.communicate(timeout=30)
+        took = time.time() - started
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+    assert took < 10, f"stopping took {took:.1f}s"
+    assert controller.returncode == 130, output
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+                   for pid in workers)
+    trials = load(url, "long_cnn").trials
+    assert not [t for t in trials if t.state == State.RUNNING]
+    interrupted = [t for t in trials if t.state == State.FAIL]
+    assert len(interrupted) == 2
+    assert all(t.user_attrs["sweeper.fail_reason"].startswith("interrupted") for t in interrupted)
+    waiting = [t for t in trials if t.state == State.WAITING]
+    assert sorted(map(repr, (t.params for t in waiting))) == sorted(
+        map(repr, (t.params for t in interrupted)))
+
+    finished = sum(t.state in (State.COMPLETE, State.PRUNED) for t in trials)
+    rerun = run_sweeper("sweep", "long_cnn", "--trials", str(finished + 2), "--workers", "2")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    after = load(url, "long_cnn").trials
+    assert not [t for t in after if t.state in (State.RUNNING, State.WAITING)]
+    done = [t for t in after if t.state in (State.COMPLETE, State.PRUNED)]
+    assert len(done) == finished + 2
+    # The two retries ran the interrupted trials' params again.
+    retried = [t for t in done if "failed_trial" in t.system_attrs]
+    assert sorted(t.system_attrs["failed_trial"] for t in retried) == sorted(
+        t.number for t in interrupted)

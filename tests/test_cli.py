@@ -1,0 +1,79 @@
+"""The command line: help, one-line errors with exit code 2, nothing written on bad input."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from conftest import run_sweeper
+from sweeper.cli import main, parse_duration
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("8h", 28800), ("45m", 2700), ("1h30m", 5400), ("90s", 90), ("90", 90), ("2d", 172800),
+    ("0.5h", 1800),
+])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["8x", "h", "-5", "0", "1h 30"])
+def test_bad_durations(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("command", [[], ["sweep"], ["worker"], ["check"]])
+def test_every_command_has_help_with_an_example(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0
+    assert "example" in capsys.readouterr().out
+
+
+def test_cli_and_controller_do_not_import_tensorflow():
+    code = ("import sys, sweeper.cli, sweeper.controller, sweeper.worker; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'optuna') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_bad_space_is_one_line_exit_2_and_writes_nothing(project):
+    (project / "search_spaces" / "bad.yaml").write_text(
+        "model: {name: cnn}\nparams: {learning_rate: {type: float, low: 0, high: 1, log: true}}\n")
+    store = project / "fresh" / "study.db"
+    result = run_sweeper("sweep", "bad", "--storage", f"sqlite:///{store}", "--workers", "1")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["sweeper: error: search_spaces/bad.yaml: params.learning_rate.low: must be > 0 "
+                     "when log is true, got 0; use a positive low or log: false"]
+    assert not store.parent.exists()
+    assert not (project / "storage").exists()
+
+
+def test_unknown_space_exit_2(project):
+    result = run_sweeper("sweep", "nope", "--workers", "1")
+    assert result.returncode == 2
+    assert "no such search space 'nope'" in result.stderr and "cnn_lr" in result.stderr
+    assert not (project / "storage").exists()
+
+
+def test_bad_gpu_list_exit_2(project):
+    result = run_sweeper("sweep", "cnn_lr", "--gpus", "0,zero")
+    assert result.returncode == 2 and "'zero' is not a GPU index" in result.stderr
+    assert not (project / "storage").exists()
+
+
+def test_worker_on_a_missing_store_creates_nothing(project):
+    store = project / "none.db"
+    result = run_sweeper("worker", "--study", "x", "--storage", f"sqlite:///{store}")
+    assert result.returncode == 2 and "no study store" in result.stderr
+    assert not store.exists()
+
+
+def test_check_command(project, capsys):
+    assert main(["check", "mlp_breast_cancer"]) == 0
+    assert "ok (7 params" in capsys.readouterr().out

@@ -1,0 +1,101 @@
+"""One trial end to end in this process: real TensorFlow, a real study in a real SQLite store."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+from sklearn.metrics import f1_score
+
+from sweeper.space import parse_space
+from sweeper.storage import open_storage
+
+pytestmark = pytest.mark.slow
+
+SPACE = """
+dataset: {name: digits}
+model: {name: cnn, filters: 8, conv_blocks: 2, augment_strength: 0.2}
+training: {max_epochs: 3, batch_size: 64, seed: 5}
+objective: {average: weighted}
+pruner: none
+params:
+  learning_rate: {type: float, low: 0.001, high: 0.01, log: true}
+  optimizer: {type: categorical, choices: [adam, sgd]}
+  momentum: {type: float, low: 0.0, high: 0.9, when: {optimizer: sgd}}
+"""
+
+
+@pytest.fixture
+def study(tmp_path, shared_cache, monkeypatch):
+    monkeypatch.setenv("SWEEPER_CACHE_DIR", str(shared_cache))
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    return optuna.create_study(storage=storage, study_name="one", direction="maximize")
+
+
+def test_stored_f1_is_scikit_learns_on_the_models_predictions(study):
+    from sweeper.pipeline.objective import run_trial
+
+    space = parse_space(SPACE)
+    study.enqueue_trial({"learning_rate": 0.008, "optimizer": "adam"})
+    trial = study.ask()
+    result = run_trial(trial, space, {"worker": 0, "cuda_visible_devices": ""})
+    study.tell(trial, result.value)
+    stored = study.trials[0]
+
+    val_pred = np.asarray(result.model.predict(result.data.x_val, verbose=0)).argmax(-1)
+    test_pred = np.asarray(result.model.predict(result.data.x_test, verbose=0)).argmax(-1)
+    assert stored.value == pytest.approx(f1_score(result.data.y_val, val_pred, average="weighted"))
+    assert stored.user_attrs["sweeper.test_f1"] == pytest.approx(
+        f1_score(result.data.y_test, test_pred, average="weighted"))
+    assert stored.user_attrs["sweeper.test_accuracy"] == pytest.approx(
+        float(np.mean(test_pred == result.data.y_test)))
+    # One report per epoch, the last being the objective value.
+    assert sorted(stored.intermediate_values) == [1, 2, 3]
+    assert stored.intermediate_values[3] == pytest.approx(stored.value)
+    assert stored.user_attrs["sweeper.epochs_run"] == 3
+    assert len(stored.user_attrs["sweeper.loss_history"]) == 3
+    assert stored.user_attrs["sweeper.seed"] == 5 + trial.number
+    for stage in ("preprocess", "train", "evaluate"):
+        assert stored.user_attrs[f"sweeper.time_{stage}_s"] >= 0
+    assert stored.user_attrs["sweeper.worker"] == 0
+    assert stored.value > 0.5  # it learned something in 3 epochs
+
+
+def test_nan_loss_prunes_the_trial_with_its_reason(study, project):
+    from sweeper.pipeline.objective import make_objective
+
+    space = parse_space(SPACE.replace("model: {name: cnn, filters: 8, conv_blocks: 2, "
+                                      "augment_strength: 0.2}",
+                                      "model: {function: 'user_models:nan_model'}"))
+    study.optimize(make_objective(space, {}), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.user_attrs["sweeper.prune_reason"] == "loss became nan at epoch 1"
+
+
+def test_a_failing_trial_keeps_its_reason_and_the_worker_goes_on(study, project):
+    from sweeper.pipeline.objective import make_objective
+
+    space = parse_space(SPACE.replace("model: {name: cnn, filters: 8, conv_blocks: 2, "
+                                      "augment_strength: 0.2}",
+                                      "model: {function: 'user_models:out_of_memory_model'}"))
+    study.optimize(make_objective(space, {}), n_trials=2, catch=(Exception,))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
+    reason = study.trials[0].user_attrs["sweeper.fail_reason"]
+    assert reason.startswith("out of memory (RuntimeError): OOM when allocating")
+
+
+def test_pruner_stops_a_hopeless_trial(study):
+    from sweeper.pipeline.objective import make_objective
+
+    space = parse_space(SPACE.replace("pruner: none", "pruner: {name: median, n_startup_trials: 1}")
+                        .replace("low: 0.001, high: 0.01", "low: 0.000001, high: 0.01"))
+    study.pruner = space.make_pruner()  # as a worker loads the study
+    study.enqueue_trial({"learning_rate": 0.01, "optimizer": "adam"})
+    study.enqueue_trial({"learning_rate": 0.000001, "optimizer": "sgd", "momentum": 0.0})
+    study.optimize(make_objective(space, {}), n_trials=2)
+    good, hopeless = study.trials
+    assert good.state == optuna.trial.TrialState.COMPLETE
+    assert hopeless.state == optuna.trial.TrialState.PRUNED
+    assert hopeless.user_attrs["sweeper.prune_reason"].startswith("pruned after epoch 1")
+    assert hopeless.user_attrs["sweeper.epochs_run"] == 1
