@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -169,10 +170,12 @@ class Controller:
                 code = worker.process.poll()
                 if code is None:
                     continue
-                worker.process = None
+                pid, worker.process = worker.process.pid, None
                 if code == EXIT_DONE:
                     worker.done = True
                 elif code != EXIT_RECYCLE:
+                    # Its trial would stay RUNNING until its heartbeat goes stale: close it now.
+                    self._fail_trials_of([pid], f"the worker died (exit code {code})")
                     self._on_crash(worker, code)
             if past_deadline or self.stopping:
                 continue
@@ -249,17 +252,23 @@ class Controller:
         for w in self.workers:
             w.process = None
         if killed and hasattr(self, "study"):
-            self._fail_trials_of(killed)
+            self._fail_trials_of(killed, "interrupted: the worker was killed")
 
-    def _fail_trials_of(self, pids: list[int]) -> None:
+    def _fail_trials_of(self, pids: list[int], reason: str) -> None:
+        """Fail the RUNNING trials of dead worker processes and queue them again."""
         import optuna
 
         for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if trial.user_attrs.get("sweeper.pid") in pids:
+            if trial.user_attrs.get("sweeper.pid") not in pids or \
+                    trial.user_attrs.get("sweeper.host") != socket.gethostname():
+                continue  # another process, maybe on another machine sharing the store
+            try:
                 self.storage.set_trial_user_attr(trial._trial_id, "sweeper.fail_reason",
-                                                 "interrupted: the worker was killed; queued again")
+                                                 f"{reason}; queued to run again")
                 self.storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-                retry_callback()(self.study, self.storage.get_trial(trial._trial_id))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # a heartbeat check failed it first and queued it
+            retry_callback()(self.study, self.storage.get_trial(trial._trial_id))
 
     # -- output ------------------------------------------------------------------------------
 

@@ -393,6 +393,9 @@ class _Validator:
         self.check_fixed_values(config)
         if config["sampler"]["name"] == "grid":
             self.check_grid(params)
+        if config["model"].get("name") == "cnn" and config["dataset"].get("name") == "breast_cancer":
+            self.fail("model.name", "cnn needs images, but breast_cancer is a table",
+                      "use name: mlp")
         if config["objective"]["average"] == "binary" and config["dataset"].get("name") in (
                 "digits", "mnist", "fashion_mnist", "cifar10"):
             self.fail("objective.average", "binary F1 needs a two-class dataset",

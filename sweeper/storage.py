@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,10 +73,10 @@ def engine_kwargs(url: str) -> dict:
 
         def connect():
             # isolation_level=None: sqlite3 leaves transactions to us (see _begin_immediate).
+            # WAL mode (set when the file is created) lets readers go on while one writes.
             conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None,
                                    check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
-            conn.execute("PRAGMA synchronous=NORMAL")  # safe with WAL, far fewer fsyncs
+            conn.execute("PRAGMA synchronous=NORMAL")  # safe in WAL mode, far fewer fsyncs
             conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
             return conn
 
@@ -105,6 +106,10 @@ def open_storage(url: str, *, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S, cre
             raise StorageError(f"no study store at {path}; run a sweep first or pass --storage")
         if create:
             _make_private_dir(path.parent)
+            # Switch a new file to WAL once, before any pool exists: the switch needs the file
+            # to itself, which is easy now and contended once workers connect.
+            with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
     kwargs = {}
     try:
         with _quiet_experimental():
@@ -115,7 +120,7 @@ def open_storage(url: str, *, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S, cre
                     grace_period=heartbeat_s * 3,
                     heartbeat_stale_trial_callback=retry_callback(),
                 )
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **kwargs)
+            storage = _create_rdb_storage(url, kwargs)
     except ImportError as e:
         raise StorageError(f"{mask_url(url)}: no database driver ({e}); "
                            "pip install 'sweeper[postgres]' or 'sweeper[mysql]'") from None
@@ -127,6 +132,39 @@ def open_storage(url: str, *, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S, cre
     if path is not None:
         event.listen(storage.engine, "begin", _begin_immediate)
     return storage
+
+
+def _create_rdb_storage(url: str, kwargs: dict, attempts: int = 5):
+    """RDBStorage, tolerating other processes that create the same new store at the same moment.
+
+    Creating Optuna's tables is not atomic: two processes on a new store can both try, and the
+    loser gets 'already exists' or a duplicate schema version. SQLite stores are created under a
+    file lock; on servers the loser tries again and finds the tables made."""
+    import optuna
+
+    path = sqlite_path(url)
+    for attempt in range(attempts):
+        try:
+            with file_lock(Path(f"{path}.init-lock")) if path else contextlib.nullcontext():
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
+                sqlalchemy.exc.ProgrammingError) as e:
+            text_ = str(e).lower()
+            if attempt == attempts - 1 or not any(
+                    word in text_ for word in ("already exists", "duplicate", "unique")):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive lock between processes of this machine, released if the holder dies."""
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def retry_callback():

@@ -188,6 +188,7 @@ BAD_SPACES = [
     ("model: {name: cnn}\nobjective: {average: binary}\n" + LR,
      ["objective.average", "two-class"]),
     ("model: {name: cnn}\nsampler: grid\n" + LR, ["grid needs a step"]),
+    ("model: {name: cnn}\ndataset: {name: breast_cancer}\n" + LR, ["model.name", "use name: mlp"]),
     ("model: {name: cnn}\nparams: {}\n", ["params", "is empty"]),
     ("model: {function: 'not a path'}\n" + LR, ["model.function", "import path"]),
     ("model: {name: cnn}\nparams: {batch_size: {type: float, low: 8, high: 64}}\n",

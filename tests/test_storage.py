@@ -148,3 +148,24 @@ def test_parallel_workers_hit_the_budget_exactly(storage_url, workers, budget):
     assert len(trials) == budget
     assert states.count(optuna.trial.TrialState.COMPLETE) == budget
     assert all(len(t.intermediate_values) == 5 for t in trials)
+
+
+def test_many_processes_may_create_the_same_store_at_once(storage_url):
+    """Workers (or a dashboard) opening a brand-new store together all get it, none an error."""
+    url = storage_url
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_open_and_report, args=(url, queue)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert sorted(queue.get(timeout=5) for _ in procs) == ["ok"] * 6
+
+
+def _open_and_report(url, queue):
+    try:
+        open_storage(url)
+        queue.put("ok")
+    except Exception as e:  # report, so the test shows what went wrong
+        queue.put(repr(e))

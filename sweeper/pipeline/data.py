@@ -7,8 +7,6 @@ share one copy of the data in the page cache instead of holding N private ones.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib
 import os
 import sys
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from sweeper.errors import DataError
+from sweeper.storage import file_lock
 
 CACHE_ENV = "SWEEPER_CACHE_DIR"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -66,22 +65,12 @@ def load_dataset(dataset_cfg: dict, preprocess_cfg: dict, cache: Path | None = N
     args = (dataset_cfg, preprocess_cfg, _source_fingerprint(dataset_cfg))
     started = time.perf_counter()
     # One worker computes, the others wait for it and then read its result.
-    with _file_lock(folder / ".prepare.lock"):
+    with file_lock(folder / ".prepare.lock"):
         was_cached = cached_prepare.check_call_in_cache(*args)
         arrays, report = cached_prepare(*args)
     report = {**report, "cached": bool(was_cached),
               "load_seconds": round(time.perf_counter() - started, 4)}
     return Dataset(**arrays, report=report)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _source_fingerprint(cfg: dict) -> str:

@@ -36,6 +36,9 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
     seed = config["training"]["seed"] + trial.number
     for key, value in {**(worker_attrs or {}), "seed": seed}.items():
         trial.set_user_attr(ATTR + key, value)
+    for key in ("fail_reason", "prune_reason"):  # a retry inherits the failed trial's attrs
+        if ATTR + key in trial.user_attrs:
+            trial.set_user_attr(ATTR + key, None)
     params = space.suggest(trial)
     hp = space.hyperparameters(params)
 

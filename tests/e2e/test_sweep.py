@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import psutil
@@ -25,7 +26,7 @@ def load(url: str, name: str) -> optuna.Study:
 
 def test_sweep_pins_workers_prunes_and_resumes(project, fake_nvidia_smi):
     url = f"sqlite:///{project / 'storage' / 'tiny_cnn.db'}"
-    first = run_sweeper("sweep", "tiny_cnn", "--trials", "8", "--gpus", "0,1")
+    first = run_sweeper("sweep", "tiny_cnn", "--trials", "8", "--gpus", "0,1", "--recycle-after", "2")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "best trials" in first.stdout and str(project / "storage" / "tiny_cnn.db") in first.stdout
 
@@ -38,7 +39,9 @@ def test_sweep_pins_workers_prunes_and_resumes(project, fake_nvidia_smi):
     seen = {(t.user_attrs["sweeper.worker"], t.user_attrs["sweeper.cuda_visible_devices"])
             for t in trials}
     assert seen == {("0", "0"), ("1", "1")}
-    assert len({t.user_attrs["sweeper.pid"] for t in trials}) >= 2
+    # Each worker process ran at most 2 trials, then a fresh one took its place.
+    pids = [t.user_attrs["sweeper.pid"] for t in trials]
+    assert max(pids.count(pid) for pid in pids) <= 2 and len(set(pids)) >= 4
     for t in trials:
         assert t.user_attrs["sweeper.host"]
         assert len(t.intermediate_values) == t.user_attrs["sweeper.epochs_run"]
@@ -114,3 +117,59 @@ def test_sigterm_stops_workers_within_10s_and_a_rerun_resumes(project):
     retried = [t for t in done if "failed_trial" in t.system_attrs]
     assert sorted(t.system_attrs["failed_trial"] for t in retried) == sorted(
         t.number for t in interrupted)
+
+
+def wait_for_running(url: str, study: str, count: int, controller, timeout: float = 180) -> list:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if controller.poll() is not None:
+            pytest.fail(f"the sweep ended early: {controller.communicate()[0]}")
+        try:
+            running = load(url, study).get_trials(states=(State.RUNNING,))
+        except Exception:  # the store or the study is not there yet
+            continue
+        if len(running) >= count and all(t.intermediate_values for t in running):
+            return running
+    controller.kill()
+    logs = "".join(f"\n--- {p}\n" + p.read_text()[-2000:] for p in Path("storage").rglob("*.log"))
+    pytest.fail(f"{count} trials never got running; the sweep said: {controller.communicate()[0]}"
+                f"{logs}")
+
+
+def test_a_killed_worker_is_replaced_and_its_trial_retried(project):
+    url = f"sqlite:///{project / 'storage' / 'long_cnn.db'}"
+    controller = subprocess.Popen(
+        [sys.executable, "-m", "sweeper", "sweep", "long_cnn", "--trials", "3", "--workers", "2",
+         "--heartbeat", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        victim = wait_for_running(url, "long_cnn", 2, controller)[0]
+        os.kill(victim.user_attrs["sweeper.pid"], signal.SIGKILL)
+        output, _ = controller.communicate(timeout=300)
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+    assert controller.returncode == 0, output
+    assert "exited with code -9" in output
+    trials = load(url, "long_cnn").trials
+    killed = trials[victim.number]
+    assert killed.state == State.FAIL
+    assert killed.user_attrs["sweeper.fail_reason"].startswith("the worker died (exit code -9)")
+    finished = [t for t in trials if t.state in (State.COMPLETE, State.PRUNED)]
+    assert len(finished) == 3
+    assert not [t for t in trials if t.state in (State.RUNNING, State.WAITING)]
+    retry = [t for t in finished if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retry) == 1 and retry[0].params == killed.params
+    assert retry[0].user_attrs["sweeper.fail_reason"] is None  # not the failed trial's reason
+
+
+def test_workers_that_keep_crashing_stop_the_sweep_with_the_reason(project):
+    result = run_sweeper("sweep", "crashing", "--trials", "5", "--workers", "1", timeout=300)
+    assert result.returncode == 1
+    assert "worker 0 crashed 3 times" in result.stderr
+    assert "storage/logs/crashing/worker-0.log" in result.stderr
+    url = f"sqlite:///{project / 'storage' / 'crashing.db'}"
+    trials = load(url, "crashing").trials
+    assert not [t for t in trials if t.state == State.RUNNING]
+    assert all(t.user_attrs["sweeper.fail_reason"].startswith("the worker died")
+               for t in trials if t.state == State.FAIL)

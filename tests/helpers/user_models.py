@@ -33,3 +33,11 @@ def blobs():
 def out_of_memory_model(hp, input_shape, num_classes):
     """Fails the way TensorFlow does when a GPU runs out of memory."""
     raise RuntimeError("OOM when allocating tensor with shape[4096,4096,64]")
+
+
+def crashing_model(hp, input_shape, num_classes):
+    """Kills its own process, as a segfaulting library or the kernel's OOM killer would."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
