@@ -48,3 +48,17 @@ $(STAMP): pyproject.toml
 
 clean-venv:
 	rm -rf $(VENV)
+
+HOST ?= 127.0.0.1
+PORT ?= 8080
+TOP ?= 10
+
+.PHONY: dashboard report status
+dashboard: $(STAMP)
+	$(BIN)/sweeper dashboard $(SPACE) $(if $(STORAGE),--storage '$(STORAGE)') --host $(HOST) --port $(PORT)
+
+report: $(STAMP)
+	$(BIN)/sweeper report $(SPACE) $(if $(STORAGE),--storage '$(STORAGE)') $(if $(STUDY),--study $(STUDY)) --top $(TOP)
+
+status: $(STAMP)
+	$(BIN)/sweeper status $(SPACE) $(if $(STORAGE),--storage '$(STORAGE)')

@@ -1,4 +1,4 @@
-"""Command line: `sweeper sweep`, `sweeper worker`, `sweeper check`.
+"""Command line: sweep, worker, check, dashboard, status (ls), report, best, retrain.
 
 Imports stay light here (no TensorFlow, no Optuna at import time) so `--help` is instant.
 A user error prints one line and exits 2; bugs keep their traceback.
@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start a fresh study (NAME-2, NAME-3...) instead of resuming")
     sweep.add_argument("--recycle-after", type=positive_int, default=25,
                        help="replace a worker by a fresh process after this many trials (default 25)")
+    sweep.add_argument("--keep-models", type=int, default=3,
+                       help="keep the trained model file of the best K trials only (default 3)")
     sweep.add_argument("--max-worker-memory-mb", type=positive_int, default=8192,
                        help="replace a worker whose memory grows past this (default 8192)")
 
@@ -101,6 +103,47 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads for TensorFlow (default: all)")
 
+    dashboard = commands.add_parser(
+        "dashboard", help="open optuna-dashboard on a study store (with trial artifacts)",
+        epilog="examples:\n  sweeper dashboard cnn_lr                  # storage/cnn_lr.db on "
+               "127.0.0.1:8080\n  sweeper dashboard --storage postgresql+psycopg://me@db/sweeps "
+               "--port 9000",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _read_args(dashboard, study=False)
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to listen on (default 127.0.0.1: this machine only)")
+    dashboard.add_argument("--port", type=positive_int, default=8080, help="default 8080")
+
+    for name, about in (("status", "studies in a store, their counts and running trials"),
+                        ("ls", "the same as status")):
+        status = commands.add_parser(name, help=about,
+                                     epilog="example:\n  sweeper status cnn_lr",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+        _read_args(status, study=False)
+
+    report = commands.add_parser(
+        "report", help="top trials, pruning savings, importances; HTML and PNG plots",
+        epilog="example:\n  sweeper report cnn_lr --top 5     # also writes storage/reports/cnn_lr/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _read_args(report)
+    report.add_argument("--top", type=positive_int, default=10, help="trials in the table (10)")
+    report.add_argument("--out", default=None, help="folder (default storage/reports/STUDY)")
+
+    best = commands.add_parser("best", help="the best trial; --export writes it as YAML",
+                               epilog="example:\n  sweeper best cnn_lr --export best.yaml",
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    _read_args(best)
+    best.add_argument("--export", default=None, help="write the best params to this YAML file")
+
+    retrain = commands.add_parser(
+        "retrain", help="train the best configuration on train+validation, test it, save it",
+        epilog="example:\n  sweeper retrain cnn_lr                 # storage/models/cnn_lr/"
+               "best_trial_N.keras + metrics.json\n  sweeper retrain cnn_lr --params best.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _read_args(retrain)
+    retrain.add_argument("--params", default=None, help="a YAML from 'sweeper best --export'")
+    retrain.add_argument("--out", default=None, help="folder (default storage/models/STUDY)")
+
     check = commands.add_parser("check", help="validate a search space; writes nothing",
                                 epilog=EPILOG_CHECK,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,6 +158,26 @@ def _storage_args(parser, space_default: bool = True) -> None:
     parser.add_argument("--heartbeat", type=positive_int, default=20,
                         help="seconds between worker heartbeats; a trial silent for 3 is failed "
                              "and retried (default 20)")
+
+
+def _read_args(parser, study: bool = True) -> None:
+    parser.add_argument("space", nargs="?" if not study else None,
+                        help="the space name (its store is storage/SPACE.db unless --storage)")
+    parser.add_argument("--storage", default=None,
+                        help="SQLAlchemy URL of the study store (default: $SWEEPER_STORAGE, else "
+                             "storage/SPACE.db)")
+    if study:
+        parser.add_argument("--study", default=None, help="study name (default: the space name)")
+
+
+def _read_url(args) -> str:
+    import os
+
+    from sweeper.storage import STORAGE_ENV, resolve_storage_url
+
+    if not args.space and not args.storage and not os.environ.get(STORAGE_ENV):
+        raise SweeperError(f"which store? give a SPACE, --storage URL or set {STORAGE_ENV}")
+    return resolve_storage_url(args.storage, args.space)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,6 +201,7 @@ def cmd_sweep(args) -> int:
     options = SweepOptions(trials=args.trials, timeout_s=args.timeout, heartbeat_s=args.heartbeat,
                            recycle_after=args.recycle_after,
                            max_worker_memory_mb=args.max_worker_memory_mb,
+                           keep_models=args.keep_models,
                            new_study=args.new_study)
     return Controller(space, url, args.study or space.name, slots, options).run()
 
@@ -169,4 +233,83 @@ def cmd_check(args) -> int:
     return 0
 
 
-COMMANDS = {"sweep": cmd_sweep, "worker": cmd_worker, "check": cmd_check}
+def cmd_dashboard(args) -> int:
+    import ipaddress
+
+    from sweeper.artifacts import artifact_store
+    from sweeper.report import open_existing
+    from sweeper.storage import mask_url
+
+    url = _read_url(args)
+    storage = open_existing(url)
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback:
+        print(f"warning: listening on {args.host}: anyone who can reach this machine can read "
+              "and edit the studies", file=sys.stderr)
+    print(f"optuna-dashboard for {mask_url(url)}: http://{args.host}:{args.port}/dashboard/ "
+          "(Ctrl-C to stop)", flush=True)
+    import optuna_dashboard
+
+    optuna_dashboard.run_server(storage, host=args.host, port=args.port,
+                                artifact_store=artifact_store())
+    return 0
+
+
+def cmd_status(args) -> int:
+    from sweeper.report import status_text
+
+    print(status_text(_read_url(args)))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from sweeper.report import report
+
+    text, _ = report(_read_url(args), args.study or args.space, args.top,
+                     Path(args.out) if args.out else None)
+    print(text)
+    return 0
+
+
+def cmd_best(args) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from sweeper.report import best_params
+
+    best = best_params(_read_url(args), args.study or args.space)
+    print(f"best trial {best['trial']}: validation F1 {best['validation_f1']:.4f}"
+          + (f", test F1 {best['test_f1']:.4f}" if best["test_f1"] is not None else ""))
+    for key, value in best["params"].items():
+        print(f"  {key}: {value}")
+    if args.export:
+        Path(args.export).write_text(yaml.safe_dump(best, sort_keys=False))
+        print(f"wrote {args.export}")
+    return 0
+
+
+def cmd_retrain(args) -> int:
+    from pathlib import Path
+
+    from sweeper.report import retrain
+
+    result = retrain(_read_url(args), args.study or args.space,
+                     Path(args.params) if args.params else None,
+                     Path(args.out) if args.out else None)
+    test = result["test"]
+    print(f"trial {result['trial']} retrained on {result['train_rows']} rows for "
+          f"{result['epochs']} epochs (seed {result['seed']}): test F1 {test['f1']:.4f}, "
+          f"accuracy {test['accuracy']:.4f}")
+    print(f"model: {result['model']}\nmetrics: {Path(result['model']).parent / 'metrics.json'}")
+    return 0
+
+
+COMMANDS = {"sweep": cmd_sweep, "worker": cmd_worker, "check": cmd_check,
+            "dashboard": cmd_dashboard, "status": cmd_status, "ls": cmd_status,
+            "report": cmd_report, "best": cmd_best, "retrain": cmd_retrain}

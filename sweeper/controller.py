@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweeper.errors import StorageError, SweepFailed
-from sweeper.gpus import Slot, threads_per_worker
+from sweeper.artifacts import ARTIFACT_DIR_ENV, DEFAULT_KEEP_MODELS, KEEP_MODELS_ATTR, artifact_dir
+from sweeper.gpus import Slot, gpu_names, threads_per_worker
 from sweeper.space import SearchSpace
+from sweeper.study_info import record_run, write_note
 from sweeper.storage import (STORAGE_ENV, TrialCounts, count_trials, mask_url, open_storage,
                              retry_callback, sqlite_path)
 from sweeper.worker import (BUDGET_ATTR, EXIT_DONE, EXIT_INTERRUPTED, EXIT_RECYCLE, HASH_ATTR,
@@ -28,6 +30,7 @@ STOP_GRACE_S = 8  # SIGTERM, then SIGKILL after this: all workers are gone withi
 CRASH_LIMIT = 3  # crashes of one slot within CRASH_WINDOW_S stop the sweep
 CRASH_WINDOW_S = 600
 POLL_S = 0.5
+NOTE_EVERY_S = 60  # the study note (best so far) shown by optuna-dashboard
 
 
 @dataclass
@@ -38,6 +41,7 @@ class SweepOptions:
     recycle_after: int = 25
     max_worker_memory_mb: float | None = 8192
     new_study: bool = False
+    keep_models: int = DEFAULT_KEEP_MODELS
     log_dir: Path = Path("storage") / "logs"
     progress_every_s: float = 5.0
 
@@ -52,7 +56,7 @@ class _Worker:
 
 
 def prepare_study(space: SearchSpace, storage_url: str, study_name: str, trials: int,
-                  new_study: bool = False):
+                  new_study: bool = False, keep_models: int = DEFAULT_KEEP_MODELS):
     """Create the study or resume it. A study made from a different space is refused (unless
     new_study, which picks the next free name: NAME-2, NAME-3...). Returns (storage, study)."""
     import optuna
@@ -83,6 +87,7 @@ def prepare_study(space: SearchSpace, storage_url: str, study_name: str, trials:
         study.set_user_attr("sweeper.space_name", space.name)
         study.set_user_attr("sweeper.created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     study.set_user_attr(BUDGET_ATTR, trials)
+    study.set_user_attr(KEEP_MODELS_ATTR, keep_models)
     return storage, study
 
 
@@ -100,7 +105,10 @@ class Controller:
 
     def run(self) -> int:
         self.storage, self.study = prepare_study(self.space, self.storage_url, self.study_name,
-                                                 self.options.trials, self.options.new_study)
+                                                 self.options.trials, self.options.new_study,
+                                                 self.options.keep_models)
+        record_run(self.study, self.slots, gpu_names())
+        write_note(self.study, self.storage, self.space)
         self.study_name = self.study.study_name
         self.log_dir = self.options.log_dir / self.study_name
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -131,6 +139,7 @@ class Controller:
 
     def _watch(self) -> int:
         last_progress, last_stale_check, last_line = 0.0, time.time(), ""
+        last_note = time.time()
         while True:
             if self.stopping:
                 self.say(f"{self.stopping}: stopping workers")
@@ -155,6 +164,9 @@ class Controller:
 
                 optuna.storages.fail_stale_trials(self.study)
                 last_stale_check = now
+            if now - last_note > NOTE_EVERY_S:
+                write_note(self.study, self.storage, self.space)
+                last_note = now
             if now - last_progress >= self.options.progress_every_s:
                 line = self._progress_line(counts)
                 if line != last_line:
@@ -204,6 +216,7 @@ class Controller:
             STORAGE_ENV: self.storage_url,  # not in argv, where `ps` would show a password
             "SWEEPER_WORKER_ID": str(slot.worker_id),
             "PYTHONUNBUFFERED": "1",
+            ARTIFACT_DIR_ENV: str(artifact_dir()),
         })
         command = [sys.executable, "-m", "sweeper", "worker", "--study", self.study_name,
                    "--heartbeat", str(self.options.heartbeat_s),
@@ -301,6 +314,7 @@ class Controller:
         if not hasattr(self, "study"):
             return
         counts = count_trials(self.storage, self.study._study_id)
+        write_note(self.study, self.storage, self.space)
         self.say(self._progress_line(counts))
         done = [t for t in self.study.get_trials(deepcopy=False,
                                                  states=(optuna.trial.TrialState.COMPLETE,))]
@@ -314,7 +328,10 @@ class Controller:
                          f"  {t.user_attrs.get('sweeper.epochs_run', '?'):>3}  {params}")
         where = sqlite_path(self.storage_url) or mask_url(self.storage_url)
         self.say(f"\nstudy '{self.study_name}' is in {where}")
-        self.say(f"inspect it: optuna-dashboard {mask_url(self.storage_url)}")
+        target = f"--study {self.study_name}" if self.study_name != self.space.name else ""
+        self.say(f"inspect it: sweeper dashboard {self.space.name} {target}".rstrip()
+                 + f"   (or: make dashboard SPACE={self.space.name})")
+        self.say(f"report:     sweeper report {self.space.name} {target}".rstrip())
 
 
 def _short(value) -> str:

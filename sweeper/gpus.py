@@ -81,3 +81,21 @@ def make_slots(gpus: list[str], per_gpu: int = 1, cpu_workers: int | None = None
 def threads_per_worker(n_workers: int) -> int:
     """CPU threads each worker's TensorFlow may use, so workers don't fight over cores."""
     return max(1, (os.cpu_count() or 1) // max(1, n_workers))
+
+
+def gpu_names(timeout: float = 10.0) -> dict[str, str]:
+    """{index: name} from nvidia-smi, empty where there is none."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return {}
+    try:
+        result = subprocess.run([exe, "--query-gpu=index,name", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    names = {}
+    for line in result.stdout.splitlines():
+        index, _, name = line.partition(",")
+        if index.strip().isdigit():
+            names[index.strip()] = name.split(",")[0].strip()
+    return names

@@ -120,7 +120,8 @@ def open_storage(url: str, *, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S, cre
                     grace_period=heartbeat_s * 3,
                     heartbeat_stale_trial_callback=retry_callback(),
                 )
-            storage = _create_rdb_storage(url, kwargs)
+            # A read-only opener never creates Optuna's tables in an empty database.
+            storage = _create_rdb_storage(url, {**kwargs, "skip_table_creation": not create})
     except ImportError as e:
         raise StorageError(f"{mask_url(url)}: no database driver ({e}); "
                            "pip install 'sweeper[postgres]' or 'sweeper[mysql]'") from None

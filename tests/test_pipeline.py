@@ -28,6 +28,7 @@ params:
 @pytest.fixture
 def study(tmp_path, shared_cache, monkeypatch):
     monkeypatch.setenv("SWEEPER_CACHE_DIR", str(shared_cache))
+    monkeypatch.setenv("SWEEPER_ARTIFACT_DIR", str(tmp_path / "artifacts"))
     storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
     return optuna.create_study(storage=storage, study_name="one", direction="maximize")
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import keras
 import optuna
 
+from sweeper.artifacts import save_trial_artifacts
 from sweeper.pipeline import evaluate, train
 from sweeper.pipeline.data import Dataset, load_dataset
 from sweeper.pipeline.model import build_model
@@ -29,7 +30,7 @@ class TrialResult:
 
 
 def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None = None,
-              should_stop=None) -> TrialResult:
+              should_stop=None, save_artifacts: bool = True) -> TrialResult:
     """Run one trial. Raises optuna.TrialPruned when pruned or when the loss became NaN/inf,
     and train.TrialInterrupted when `should_stop()` turns true."""
     config = space.config
@@ -63,11 +64,16 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
 
     started = time.perf_counter()
     value = reporter.scores[-1]
-    test = evaluate.test_metrics(data.y_test, evaluate.predict_classes(model, data.x_test),
-                                 config["objective"]["average"])
+    test_pred = evaluate.predict_classes(model, data.x_test)
+    test = evaluate.test_metrics(data.y_test, test_pred, config["objective"]["average"])
     for name, metric in test.items():
         trial.set_user_attr(f"{ATTR}test_{name}", metric)
     trial.set_user_attr(ATTR + "time_evaluate_s", round(time.perf_counter() - started, 4))
+    if save_artifacts:
+        started = time.perf_counter()
+        save_trial_artifacts(trial, model, data.y_test, test_pred, data.class_names, value,
+                             space.direction)
+        trial.set_user_attr(ATTR + "time_artifacts_s", round(time.perf_counter() - started, 4))
     return TrialResult(value=value, test=test, model=model, data=data, params=params)
 
 

@@ -1,0 +1,132 @@
+"""Per-trial artifacts through Optuna's artifact API: a confusion matrix, a per-class table and,
+for the best k trials only, the trained model.
+
+Artifacts live in a file-system artifact store (default storage/artifacts/) that optuna-dashboard
+shows beside each trial. Model files are large, so only the k best completed trials keep theirs:
+a model that drops out of the top k has its file removed and its id listed in the study's
+`sweeper.evicted_models` attribute (Optuna cannot edit a finished trial's artifact list).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ARTIFACT_DIR_ENV = "SWEEPER_ARTIFACT_DIR"
+KEEP_MODELS_ATTR = "sweeper.keep_models"
+MODEL_ATTR = "sweeper.model_artifact"
+EVICTED_ATTR = "sweeper.evicted_models"
+DEFAULT_KEEP_MODELS = 3
+
+
+def artifact_dir() -> Path:
+    return Path(os.environ.get(ARTIFACT_DIR_ENV) or Path("storage") / "artifacts").resolve()
+
+
+def artifact_store(folder: Path | None = None):
+    from optuna.artifacts import FileSystemArtifactStore
+
+    folder = Path(folder or artifact_dir())
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return FileSystemArtifactStore(str(folder))
+
+
+def save_trial_artifacts(trial, model, y_true: np.ndarray, y_pred: np.ndarray, class_names: list,
+                         value: float, direction: str) -> None:
+    """Called at the end of a completed trial, while it can still be written to."""
+    from optuna.artifacts import upload_artifact
+
+    folder = artifact_dir()
+    store = artifact_store(folder)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        png = tmp / f"confusion_matrix_trial_{trial.number}.png"
+        confusion_png(y_true, y_pred, class_names, png, f"trial {trial.number} (test split)")
+        upload_artifact(artifact_store=store, file_path=str(png), study_or_trial=trial,
+                        mimetype="image/png")
+        table = tmp / f"per_class_trial_{trial.number}.csv"
+        table.write_text(per_class_csv(y_true, y_pred, class_names))
+        upload_artifact(artifact_store=store, file_path=str(table), study_or_trial=trial,
+                        mimetype="text/csv")
+        keep = int(trial.study.user_attrs.get(KEEP_MODELS_ATTR, DEFAULT_KEEP_MODELS))
+        if keep > 0 and _in_top(trial, value, keep, direction):
+            path = tmp / f"model_trial_{trial.number}.keras"
+            model.save(path)
+            artifact_id = upload_artifact(artifact_store=store, file_path=str(path),
+                                          study_or_trial=trial,
+                                          mimetype="application/octet-stream")
+            trial.set_user_attr(MODEL_ATTR, artifact_id)
+            _evict_beyond_top(trial.study, store, folder, keep, direction,
+                              (trial.number, value, artifact_id))
+
+
+def confusion_png(y_true, y_pred, class_names, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = max(4.0, 0.45 * len(class_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=list(range(len(class_names))),
+        display_labels=[str(c) for c in class_names], ax=ax, colorbar=False)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def per_class_csv(y_true, y_pred, class_names) -> str:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    labels = list(range(len(class_names)))
+    p, r, f, support = precision_recall_fscore_support(y_true, y_pred, labels=labels,
+                                                       zero_division=0)
+    rows = ["class,precision,recall,f1,support"]
+    rows += [f"{name},{p[i]:.4f},{r[i]:.4f},{f[i]:.4f},{support[i]}"
+             for i, name in enumerate(class_names)]
+    return "\n".join(rows) + "\n"
+
+
+def _kept_models(study, direction: str) -> list[tuple[int, float, str]]:
+    """(number, value, artifact id) of completed trials whose model file is still kept."""
+    import optuna
+
+    evicted = set(study.user_attrs.get(EVICTED_ATTR, []))
+    kept = [(t.number, t.value, t.user_attrs[MODEL_ATTR])
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.user_attrs.get(MODEL_ATTR) and t.user_attrs[MODEL_ATTR] not in evicted]
+    return sorted(kept, key=lambda k: k[1], reverse=direction == "maximize")
+
+
+def _in_top(trial, value: float, keep: int, direction: str) -> bool:
+    kept = _kept_models(trial.study, direction)
+    if len(kept) < keep:
+        return True
+    worst = kept[keep - 1][1]
+    return value > worst if direction == "maximize" else value < worst
+
+
+def _evict_beyond_top(study, store, folder: Path, keep: int, direction: str,
+                      newest: tuple) -> None:
+    from sweeper.storage import file_lock
+
+    # One evictor at a time, so two workers never both remove and both record.
+    with file_lock(folder / ".evict.lock"):
+        ranked = sorted(_kept_models(study, direction) + [newest],
+                        key=lambda k: k[1], reverse=direction == "maximize")
+        extra = [artifact_id for _, _, artifact_id in ranked[keep:]]
+        if not extra:
+            return
+        for artifact_id in extra:
+            try:
+                store.remove(artifact_id)
+            except Exception:  # already gone
+                pass
+        evicted = list(study.user_attrs.get(EVICTED_ATTR, [])) + extra
+        study.set_user_attr(EVICTED_ATTR, sorted(set(evicted)))

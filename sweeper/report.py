@@ -1,0 +1,309 @@
+"""Reading a store after (or during) a sweep: status, reports, the best trial, a retrained model.
+
+Every command here is read-only towards the store: a missing store, study or result is a one-line
+error, and no store is ever created.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from sweeper.errors import StorageError, SweeperError
+from sweeper.storage import count_trials, mask_url, open_storage
+
+REPORTS_DIR = Path("storage") / "reports"
+MODELS_DIR = Path("storage") / "models"
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening
+
+
+def open_existing(url: str):
+    """The store at url, refusing to create one."""
+    return open_storage(url, heartbeat_s=None, create=False)
+
+
+def load_existing_study(url: str, study_name: str):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_existing(url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if not names:
+        raise StorageError(f"no studies in {mask_url(url)}; run a sweep first")
+    if study_name not in names:
+        raise StorageError(f"no study '{study_name}' in {mask_url(url)}; studies there: "
+                           f"{', '.join(sorted(names))} (pick one with --study)")
+    return storage, optuna.load_study(study_name=study_name, storage=storage)
+
+
+def completed(study) -> list:
+    import optuna
+
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not trials:
+        raise SweeperError(f"study '{study.study_name}' has no completed trial yet; "
+                           "let the sweep run longer")
+    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(trials, key=lambda t: t.value, reverse=reverse)
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# status
+
+
+def status_text(url: str) -> str:
+    import optuna
+
+    storage = open_existing(url)
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    if not summaries:
+        raise StorageError(f"no studies in {mask_url(url)}; run a sweep first")
+    lines = [f"studies in {mask_url(url)}:"]
+    running_rows, hosts = [], {}
+    now = time.time()
+    for summary in sorted(summaries, key=lambda s: s.study_name):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        counts = count_trials(storage, study._study_id)
+        try:
+            best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
+        except ValueError:
+            best = "no completed trial"
+        budget = study.user_attrs.get("sweeper.n_trials", "?")
+        lines.append(f"  {summary.study_name:<24} {counts.finished}/{budget} done: complete "
+                     f"{counts.complete}, pruned {counts.pruned}, failed "
+                     f"{counts.failed - counts.retries}, running {counts.running}, waiting "
+                     f"{counts.waiting}; {best}")
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            host = t.user_attrs.get("sweeper.host", "?")
+            hosts.setdefault(host, set()).add(t.user_attrs.get("sweeper.pid"))
+            elapsed = now - t.datetime_start.timestamp() if t.datetime_start else 0
+            gpu = t.user_attrs.get("sweeper.cuda_visible_devices") or "CPU"
+            running_rows.append(f"  {summary.study_name:<16} #{t.number:<5} worker "
+                                f"{t.user_attrs.get('sweeper.worker', '?'):<6} {host:<16} GPU "
+                                f"{gpu:<6} {elapsed:7.0f}s  epoch {len(t.intermediate_values)}")
+    if running_rows:
+        lines += ["running trials:", *running_rows, "workers per host: " + ", ".join(
+            f"{host}: {len(pids)}" for host, pids in sorted(hosts.items()))]
+    else:
+        lines.append("no trial running")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+@dataclass
+class PruningSavings:
+    epochs_trained: int
+    epochs_unpruned: int
+    seconds_trained: float
+    seconds_unpruned: float
+
+    @property
+    def epochs_saved_fraction(self) -> float:
+        return 1 - self.epochs_trained / self.epochs_unpruned if self.epochs_unpruned else 0.0
+
+
+def pruning_savings(trials: list, max_epochs: int) -> PruningSavings:
+    """What the finished trials cost, against training every one of them to max_epochs."""
+    epochs = seconds = seconds_full = 0.0
+    counted = 0
+    for t in trials:
+        ran = t.user_attrs.get("sweeper.epochs_run")
+        if not ran:
+            continue
+        counted += 1
+        epochs += ran
+        train_s = t.user_attrs.get("sweeper.time_train_s", 0.0)
+        seconds += train_s
+        seconds_full += train_s / ran * max_epochs
+    return PruningSavings(int(epochs), counted * max_epochs, seconds, seconds_full)
+
+
+def importances(study) -> dict[str, float]:
+    import optuna
+
+    try:
+        return optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError, ZeroDivisionError):
+        return {}  # too few completed trials, or a single value per param
+
+
+def report(url: str, study_name: str, top: int = 10, out_dir: Path | None = None) -> tuple[str, Path]:
+    """The terminal report and the folder with report.html and the PNG plots."""
+    import optuna
+
+    from sweeper.space import parse_space
+
+    storage, study = load_existing_study(url, study_name)
+    ranked = completed(study)
+    space = parse_space(study.user_attrs["sweeper.space_yaml"], source=f"study {study_name}")
+    counts = count_trials(storage, study._study_id)
+    finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                        optuna.trial.TrialState.PRUNED))
+    savings = pruning_savings(finished, space.max_epochs)
+    weights = importances(study)
+
+    lines = [f"study '{study_name}' in {mask_url(url)}",
+             f"trials: complete {counts.complete}, pruned {counts.pruned}, failed "
+             f"{counts.failed - counts.retries}, running {counts.running}, waiting {counts.waiting}",
+             "", f"top {min(top, len(ranked))} trials:",
+             f"  {'rank':>4} {'trial':>5} {'val F1':>7} {'test F1':>7} {'epochs':>6}  params"]
+    for rank, t in enumerate(ranked[:top], 1):
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
+        test_f1 = t.user_attrs.get("sweeper.test_f1")
+        lines.append(f"  {rank:>4} {t.number:>5} {t.value:>7.4f} "
+                     f"{test_f1 if test_f1 is None else round(test_f1, 4)!s:>7} "
+                     f"{t.user_attrs.get('sweeper.epochs_run', '?')!s:>6}  {params}")
+    lines += ["", f"pruning saved {savings.epochs_saved_fraction:.0%} of the epochs: trained "
+              f"{savings.epochs_trained} of {savings.epochs_unpruned} epochs, "
+              f"{savings.seconds_trained:.0f}s of {savings.seconds_unpruned:.0f}s of training "
+              "(finished trials against all of them trained to max_epochs)"]
+    if weights:
+        lines += ["", "hyperparameter importances:"]
+        lines += [f"  {name:<20} {value:.3f}" for name, value in weights.items()]
+    folder = Path(out_dir or REPORTS_DIR / study_name)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_figures(study, folder, "\n".join(lines))
+    lines += ["", f"report: {folder / 'report.html'} (and PNG plots beside it)"]
+    return "\n".join(lines), folder
+
+
+FIGURES = ("optimization_history", "intermediate_values", "parallel_coordinate",
+           "param_importances", "slice")
+
+
+def write_figures(study, folder: Path, summary: str) -> None:
+    """report.html with Optuna's interactive figures, and one PNG per figure for pasting."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization as vis
+    import optuna.visualization.matplotlib as vis_png
+
+    html = ["<!doctype html><html><head><meta charset='utf-8'>",
+            f"<title>sweeper report: {study.study_name}</title></head><body>",
+            f"<h1>{study.study_name}</h1><pre>{_escape(summary)}</pre>"]
+    first = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # matplotlib plots are 'experimental' in Optuna
+        for name in FIGURES:
+            try:
+                figure = getattr(vis, f"plot_{name}")(study)
+            except (ValueError, RuntimeError, ZeroDivisionError):
+                continue  # e.g. importances need two completed trials
+            # The plotly library goes inline once, so the report opens offline.
+            html.append(f"<h2>{name.replace('_', ' ')}</h2>")
+            html.append(figure.to_html(full_html=False, include_plotlyjs=first))
+            first = False
+            try:
+                axes = getattr(vis_png, f"plot_{name}")(study)
+                fig = axes.ravel()[0].figure if hasattr(axes, "ravel") else axes.figure
+                fig.set_size_inches(10, 6)
+                fig.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
+                plt.close(fig)
+            except (ValueError, RuntimeError, ZeroDivisionError):
+                pass
+    html.append("</body></html>")
+    (folder / "report.html").write_text("\n".join(html), encoding="utf-8")
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# ---------------------------------------------------------------------------------------------
+# best and retrain
+
+
+def best_params(url: str, study_name: str) -> dict:
+    """The best trial as a plain mapping (what `best --export` writes and `retrain` reads)."""
+    from sweeper.space import parse_space
+
+    _, study = load_existing_study(url, study_name)
+    best = completed(study)[0]
+    space = parse_space(study.user_attrs["sweeper.space_yaml"], source=f"study {study_name}")
+    return {
+        "study": study_name,
+        "space": space.name if space.name != "space" else study.user_attrs.get("sweeper.space_name"),
+        "space_hash": study.user_attrs.get("sweeper.space_hash"),
+        "trial": best.number,
+        "validation_f1": best.value,
+        "test_f1": best.user_attrs.get("sweeper.test_f1"),
+        "seed": best.user_attrs.get("sweeper.seed"),
+        "epochs": best.user_attrs.get("sweeper.epochs_run", space.max_epochs),
+        "params": dict(best.params),
+        "hyperparameters": space.hyperparameters(dict(best.params)),
+    }
+
+
+def read_params_file(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise SweeperError(f"{path}: cannot read it ({str(e).splitlines()[0]}); "
+                           "write it with 'sweeper best SPACE --export FILE'") from None
+    if not isinstance(data, dict) or not isinstance(data.get("hyperparameters"), dict):
+        raise SweeperError(f"{path}: no 'hyperparameters' mapping; write it with "
+                           "'sweeper best SPACE --export FILE'")
+    return data
+
+
+def retrain(url: str, study_name: str, params_file: Path | None = None,
+            out_dir: Path | None = None) -> dict:
+    """Train the best configuration on train+validation, evaluate on test, save model + metrics."""
+    from sweeper.space import parse_space
+
+    _, study = load_existing_study(url, study_name)
+    space = parse_space(study.user_attrs["sweeper.space_yaml"], source=f"study {study_name}")
+    chosen = read_params_file(params_file) if params_file else best_params(url, study_name)
+
+    from sweeper.worker import configure_backend
+
+    configure_backend(None)
+    import keras
+    import numpy as np
+
+    from sweeper.pipeline import evaluate
+    from sweeper.pipeline.data import load_dataset
+    from sweeper.pipeline.model import build_model
+
+    hp = chosen["hyperparameters"]
+    data = load_dataset(space.config["dataset"], space.config["preprocess"])
+    x = np.concatenate([data.x_train, data.x_val])
+    y = np.concatenate([data.y_train, data.y_val])
+    seed = int(chosen.get("seed") or space.config["training"]["seed"])
+    epochs = int(chosen.get("epochs") or space.max_epochs)
+    batch_size = int(hp.get("batch_size", 64))
+    keras.utils.set_random_seed(seed)
+    model = build_model(space.config["model"], hp, data, -(-len(x) // batch_size), epochs)
+    started = time.perf_counter()
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True)
+    metrics = evaluate.test_metrics(data.y_test, evaluate.predict_classes(model, data.x_test),
+                                    space.config["objective"]["average"])
+    folder = Path(out_dir or MODELS_DIR / study_name)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    model_path = folder / f"best_trial_{chosen['trial']}.keras"
+    model.save(model_path)
+    result = {"study": study_name, "trial": chosen["trial"], "seed": seed, "epochs": epochs,
+              "train_rows": int(len(x)), "test_rows": int(len(data.y_test)),
+              "train_seconds": round(time.perf_counter() - started, 2),
+              "test": metrics, "sweep_test_f1": chosen.get("test_f1"),
+              "hyperparameters": hp, "model": str(model_path)}
+    (folder / "metrics.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result

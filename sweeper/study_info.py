@@ -1,0 +1,77 @@
+"""What makes a study self-describing: how it was run (study attributes) and a short markdown note
+that optuna-dashboard shows on the study page."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+import sys
+import time
+
+from sweeper.storage import count_trials, mask_url
+
+PACKAGES = ("sweeper", "optuna", "optuna-dashboard", "tensorflow", "keras", "numpy", "scikit-learn",
+            "sqlalchemy")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def masked_command(argv: list[str]) -> str:
+    return " ".join(mask_url(arg) if "://" in arg else arg for arg in argv)
+
+
+def record_run(study, slots, gpu_names: dict[str, str]) -> None:
+    """Study attributes for this run of the sweep (each run overwrites the previous one's)."""
+    study.set_user_attr("sweeper.command", masked_command(["sweeper", *sys.argv[1:]]))
+    study.set_user_attr("sweeper.started", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    study.set_user_attr("sweeper.versions", package_versions())
+    study.set_user_attr("sweeper.git_commit", git_commit())
+    study.set_user_attr("sweeper.host", platform.node())
+    study.set_user_attr("sweeper.gpus", {s.cuda_visible_devices: gpu_names.get(
+        s.cuda_visible_devices, "unknown GPU") for s in slots if s.cuda_visible_devices})
+
+
+def note_markdown(study, storage, space) -> str:
+    counts = count_trials(storage, study._study_id)
+    lines = [f"## {study.study_name}", "", space.config.get("description") or space.name, "",
+             f"- budget: {study.user_attrs.get('sweeper.n_trials')} trials; done {counts.finished} "
+             f"(complete {counts.complete}, pruned {counts.pruned}, failed "
+             f"{counts.failed - counts.retries}), running {counts.running}",
+             f"- last run: `{study.user_attrs.get('sweeper.command', '')}` at "
+             f"{study.user_attrs.get('sweeper.started', '?')}"]
+    try:
+        best = study.best_trial
+    except ValueError:
+        lines.append("- no completed trial yet")
+    else:
+        test_f1 = best.user_attrs.get("sweeper.test_f1")
+        lines += [f"- **best: trial {best.number}, validation F1 {best.value:.4f}**"
+                  + (f", test F1 {test_f1:.4f}" if test_f1 is not None else ""),
+                  "", "| param | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+                  for k, v in best.params.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_note(study, storage, space) -> None:
+    from optuna_dashboard import save_note
+
+    save_note(study, note_markdown(study, storage, space))
