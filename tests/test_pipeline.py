@@ -7,6 +7,7 @@ import optuna
 import pytest
 from sklearn.metrics import f1_score
 
+from sweeper.artifacts import artifact_store
 from sweeper.space import parse_space
 from sweeper.storage import open_storage
 
@@ -33,7 +34,7 @@ def study(tmp_path, shared_cache, monkeypatch):
     return optuna.create_study(storage=storage, study_name="one", direction="maximize")
 
 
-def test_stored_f1_is_scikit_learns_on_the_models_predictions(study):
+def test_stored_f1_is_scikit_learns_on_the_models_predictions(study, tmp_path):
     from sweeper.pipeline.objective import run_trial
 
     space = parse_space(SPACE)
@@ -60,6 +61,20 @@ def test_stored_f1_is_scikit_learns_on_the_models_predictions(study):
         assert stored.user_attrs[f"sweeper.time_{stage}_s"] >= 0
     assert stored.user_attrs["sweeper.worker"] == 0
     assert stored.value > 0.5  # it learned something in 3 epochs
+
+    # The model kept as an artifact is the one that was scored.
+    import keras
+    from optuna.artifacts import download_artifact, get_all_artifact_meta
+
+    names = {m.filename: m.artifact_id for m in get_all_artifact_meta(stored, storage=study._storage)}
+    assert {f"confusion_matrix_trial_{trial.number}.png", f"per_class_trial_{trial.number}.csv",
+            f"model_trial_{trial.number}.keras"} <= set(names)
+    saved = tmp_path / "saved.keras"
+    download_artifact(artifact_store=artifact_store(), artifact_id=names[f"model_trial_{trial.number}.keras"],
+                      file_path=str(saved))
+    reloaded = keras.models.load_model(saved)
+    again = np.asarray(reloaded.predict(result.data.x_val, verbose=0)).argmax(-1)
+    assert stored.value == pytest.approx(f1_score(result.data.y_val, again, average="weighted"))
 
 
 def test_nan_loss_prunes_the_trial_with_its_reason(study, project):
