@@ -242,6 +242,10 @@ def cmd_dashboard(args) -> int:
 
     url = _read_url(args)
     storage = open_existing(url)
+    if not storage.get_all_studies():
+        from sweeper.errors import StorageError
+
+        raise StorageError(f"no studies in {mask_url(url)}; run a sweep first")
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
     except ValueError:

@@ -242,3 +242,14 @@ def test_dashboard_and_status_read_while_a_sweep_writes(project):
     assert "database is locked" not in output
     logs = "".join(p.read_text() for p in (project / "storage" / "logs").rglob("*.log"))
     assert "database is locked" not in logs
+
+
+def test_an_empty_store_is_a_clear_error(tmp_path):
+    from sweeper.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    open_storage(url)  # a store with Optuna's tables and no study
+    for command in (["status"], ["report", "x"], ["dashboard"]):
+        result = run_sweeper(*command, "--storage", url)
+        assert result.returncode == 2, command
+        assert "no studies in" in result.stderr or "no study" in result.stderr
