@@ -62,3 +62,14 @@ report: $(STAMP)
 
 status: $(STAMP)
 	$(BIN)/sweeper status $(SPACE) $(if $(STORAGE),--storage '$(STORAGE)')
+
+NODES ?= 1
+GPUS_PER_NODE ?= 1
+TIME ?= 10:00:00
+PARTITION ?=
+
+.PHONY: slurm
+slurm: $(STAMP)
+	$(BIN)/sweeper slurm $(SPACE) --nodes $(NODES) --gpus-per-node $(GPUS_PER_NODE) --time $(TIME) \
+		$(if $(TRIALS),--trials $(TRIALS)) $(if $(STORAGE),--storage '$(STORAGE)') \
+		$(if $(STUDY),--study $(STUDY)) $(if $(PARTITION),--partition $(PARTITION)) --submit

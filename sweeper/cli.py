@@ -144,6 +144,24 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--params", default=None, help="a YAML from 'sweeper best --export'")
     retrain.add_argument("--out", default=None, help="folder (default storage/models/STUDY)")
 
+    slurm = commands.add_parser(
+        "slurm", help="write (and --submit) a Slurm job array of workers on a shared store",
+        epilog="example:\n  export SWEEPER_STORAGE=postgresql+psycopg://me@db/sweeps\n"
+               "  sweeper slurm cnn_lr --nodes 4 --gpus-per-node 8 --time 10:00:00 --submit",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    slurm.add_argument("space", help="a space name in search_spaces/ or a YAML path")
+    slurm.add_argument("--nodes", type=positive_int, default=1, help="array tasks, one per node")
+    slurm.add_argument("--gpus-per-node", type=positive_int, default=1,
+                       help="GPUs per task (one worker each)")
+    slurm.add_argument("--workers-per-gpu", type=positive_int, default=1)
+    slurm.add_argument("--time", default="10:00:00", help="Slurm time limit (default 10:00:00)")
+    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--trials", type=positive_int, default=40,
+                       help="the study's budget of finished trials (default 40)")
+    _storage_args(slurm)
+    slurm.add_argument("--study", default=None, help="study name (default: the space name)")
+    slurm.add_argument("--submit", action="store_true", help="call sbatch and print the job id")
+
     check = commands.add_parser("check", help="validate a search space; writes nothing",
                                 epilog=EPILOG_CHECK,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -314,6 +332,37 @@ def cmd_retrain(args) -> int:
     return 0
 
 
-COMMANDS = {"sweep": cmd_sweep, "worker": cmd_worker, "check": cmd_check,
+def cmd_slurm(args) -> int:
+    from sweeper.controller import prepare_study
+    from sweeper.slurm import SlurmJob, check_time_limit, submit, write_script
+    from sweeper.space import load_space
+    from sweeper.storage import mask_url, resolve_storage_url, sqlite_path
+
+    space = load_space(args.space)
+    url = resolve_storage_url(args.storage, space.name)
+    check_time_limit(args.time)
+    if sqlite_path(url) is not None:
+        print("warning: a SQLite store serves one machine; for several nodes use PostgreSQL or "
+              "MySQL (--storage or SWEEPER_STORAGE)", file=sys.stderr)
+    _, study = prepare_study(space, url, args.study or space.name, args.trials)
+    job = SlurmJob(space=args.space, study=study.study_name, storage_url=url, nodes=args.nodes,
+                   gpus_per_node=args.gpus_per_node, time_limit=args.time, trials=args.trials,
+                   partition=args.partition, workers_per_gpu=args.workers_per_gpu,
+                   heartbeat_s=args.heartbeat)
+    script = write_script(job)
+    print(f"wrote {script} ({args.nodes} task(s) x {args.gpus_per_node} GPU(s), study "
+          f"'{study.study_name}' in {mask_url(url)})")
+    if args.submit:
+        job_id = submit(script, url)
+        print(f"submitted job {job_id}\nwatch it:  squeue -j {job_id}   and   sweeper status "
+              f"{space.name}" + ("" if args.storage is None else " --storage URL")
+              + f"\nlogs:      {script.parent}/{job_id}_*.log\n"
+              "resume it: run the same command again (same study, same budget)")
+    else:
+        print(f"submit it: SWEEPER_STORAGE=... sbatch {script}")
+    return 0
+
+
+COMMANDS = {"slurm": cmd_slurm, "sweep": cmd_sweep, "worker": cmd_worker, "check": cmd_check,
             "dashboard": cmd_dashboard, "status": cmd_status, "ls": cmd_status,
             "report": cmd_report, "best": cmd_best, "retrain": cmd_retrain}

@@ -16,8 +16,10 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sweeper.errors import StorageError, SweepFailed
+import sqlalchemy
+
 from sweeper.artifacts import ARTIFACT_DIR_ENV, DEFAULT_KEEP_MODELS, KEEP_MODELS_ATTR, artifact_dir
+from sweeper.errors import StorageError, SweepFailed
 from sweeper.gpus import Slot, gpu_names, threads_per_worker
 from sweeper.space import SearchSpace
 from sweeper.study_info import record_run, write_note
@@ -30,6 +32,7 @@ STOP_GRACE_S = 8  # SIGTERM, then SIGKILL after this: all workers are gone withi
 CRASH_LIMIT = 3  # crashes of one slot within CRASH_WINDOW_S stop the sweep
 CRASH_WINDOW_S = 600
 POLL_S = 0.5
+STORE_RETRY_S = 2
 NOTE_EVERY_S = 60  # the study note (best so far) shown by optuna-dashboard
 
 
@@ -98,6 +101,7 @@ class Controller:
         self.study_name, self.out = study_name, out
         self.workers = [_Worker(slot) for slot in slots]
         self.stopping: str | None = None
+        self.draining = False
         self.started = time.time()
         self.deadline = self.started + options.timeout_s if options.timeout_s else None
 
@@ -121,6 +125,7 @@ class Controller:
             f"{s.worker_id}:{'GPU ' + s.cuda_visible_devices if s.cuda_visible_devices else 'CPU'}"
             for s in self.slots) + f"; logs in {self.log_dir}")
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._on_drain)
         code = None
         try:
             code = self._watch()
@@ -144,7 +149,12 @@ class Controller:
             if self.stopping:
                 self.say(f"{self.stopping}: stopping workers")
                 return EXIT_INTERRUPTED
-            counts = count_trials(self.storage, self.study._study_id)
+            try:
+                counts = count_trials(self.storage, self.study._study_id)
+            except sqlalchemy.exc.DBAPIError as e:  # the database restarts: wait for it
+                self.say(f"store unreachable ({_first_line(e)}); retrying")
+                time.sleep(STORE_RETRY_S)
+                continue
             if counts.finished >= self.options.trials and counts.running == 0 and counts.waiting == 0:
                 return 0
             now = time.time()
@@ -152,6 +162,9 @@ class Controller:
             self._tend_workers(counts, past_deadline)
             alive = [w for w in self.workers if w.process is not None]
             if not alive:
+                if self.draining:  # other machines' trials are theirs to finish
+                    self.say("time limit near: workers drained")
+                    return 0
                 if past_deadline or not counts.may_start(self.options.trials):
                     if counts.running == 0:
                         if past_deadline:
@@ -189,7 +202,7 @@ class Controller:
                     # Its trial would stay RUNNING until its heartbeat goes stale: close it now.
                     self._fail_trials_of([pid], f"the worker died (exit code {code})")
                     self._on_crash(worker, code)
-            if past_deadline or self.stopping:
+            if past_deadline or self.stopping or self.draining:
                 continue
             if worker.done and not counts.may_start(self.options.trials):
                 continue
@@ -233,6 +246,13 @@ class Controller:
             worker.process = subprocess.Popen(command, env=env, stdout=log_file,
                                               stderr=subprocess.STDOUT, start_new_session=True)
         worker.done = False
+
+    def _on_drain(self, signum, frame) -> None:
+        """Slurm's warning before the time limit: workers finish their trial and start no other."""
+        self.draining = True
+        for worker in self.workers:
+            if worker.process is not None and worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGUSR1)
 
     def _on_signal(self, signum, frame) -> None:
         if self.stopping:  # a second Ctrl-C: stop now
@@ -332,6 +352,10 @@ class Controller:
         self.say(f"inspect it: sweeper dashboard {self.space.name} {target}".rstrip()
                  + f"   (or: make dashboard SPACE={self.space.name})")
         self.say(f"report:     sweeper report {self.space.name} {target}".rstrip())
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(getattr(error, "orig", error)).strip().splitlines() or [""])[0][:200]
 
 
 def _short(value) -> str:

@@ -19,6 +19,8 @@ import threading
 import time
 import warnings
 
+import sqlalchemy
+
 from sweeper.errors import StorageError, SweeperError
 from sweeper.space import parse_space
 from sweeper.storage import (BudgetLock, count_trials, mask_url, open_storage, retry_callback)
@@ -28,6 +30,7 @@ EXIT_DONE, EXIT_RECYCLE, EXIT_FAILING, EXIT_INTERRUPTED = 0, 3, 1, 130
 # workers cannot overshoot; above it, no race can reach the end of the budget.
 LOCK_MARGIN = 64
 MAX_FAILURES_IN_A_ROW = 10
+LAST_TRIALS_POLL_S = 2
 INTERRUPTED_REASON = "interrupted: the worker was stopped; queued to run again"
 SPACE_ATTR, BUDGET_ATTR, HASH_ATTR = "sweeper.space_yaml", "sweeper.n_trials", "sweeper.space_hash"
 
@@ -61,8 +64,16 @@ def configure_backend(threads: int | None) -> None:
 STOP = threading.Event()
 
 
+# Set by SIGUSR1 (Slurm's warning before a time limit): finish the running trial, start no other.
+DRAIN = threading.Event()
+
+
 def _request_stop(signum, frame):
     STOP.set()
+
+
+def _request_drain(signum, frame):
+    DRAIN.set()
 
 
 def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = None,
@@ -75,6 +86,7 @@ def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = Non
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _request_stop)
+    signal.signal(signal.SIGUSR1, _request_drain)
     worker_id = worker_id or os.environ.get("SWEEPER_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}"
 
     storage = open_storage(storage_url, heartbeat_s=heartbeat_s, create=False)
@@ -133,11 +145,22 @@ def run_trials(study, objective, budget: int | None, *, deadline: float | None =
         if STOP.is_set():
             log("stopped by a signal")
             return EXIT_INTERRUPTED
+        if DRAIN.is_set():
+            log("asked to drain (time limit near); taking no new trials")
+            return EXIT_DONE
         if deadline is not None and time.time() >= deadline:
             log("time limit reached; taking no new trials")
             return EXIT_DONE
         try:
-            if not _slot_free(rdb, study._study_id, budget, lock):
+            free, running = _slot_free(rdb, study._study_id, budget, lock)
+            if not free and running:
+                # The last trials run elsewhere. If a worker running one dies, its trial must be
+                # failed and retried by someone: stay until they end, checking their heartbeats.
+                lock.release()
+                time.sleep(LAST_TRIALS_POLL_S)
+                optuna.storages.fail_stale_trials(study)
+                continue
+            if not free:
                 log(f"budget of {budget} trials is taken; done after {ran} trials")
                 return EXIT_DONE
             current.clear()
@@ -146,6 +169,14 @@ def run_trials(study, objective, budget: int | None, *, deadline: float | None =
             _close_interrupted(study, current.get("trial"))
             log("stopped by a signal")
             return EXIT_INTERRUPTED
+        except sqlalchemy.exc.DBAPIError as e:
+            # The database went away (restart, network): wait for it, then queue the trial
+            # it cut short again, like an interrupted one.
+            lock.release()
+            if not _wait_for_store(rdb, study._study_id, e):
+                return EXIT_FAILING
+            _close_interrupted(study, current.get("trial"))
+            continue
         finally:
             lock.release()
         ran += 1
@@ -166,16 +197,36 @@ def run_trials(study, objective, budget: int | None, *, deadline: float | None =
             return EXIT_RECYCLE
 
 
-def _slot_free(storage, study_id: int, budget: int | None, lock: BudgetLock) -> bool:
-    """Is there a trial to start? Near the end of the budget, answer under the lock and keep
-    holding it until the new trial exists (the objective releases it)."""
+STORE_OUTAGE_LIMIT_S = 600
+
+
+def _wait_for_store(rdb, study_id: int, error: BaseException) -> bool:
+    """Retry with backoff until the store answers again (True) or for 10 minutes (False)."""
+    reason = (str(getattr(error, "orig", error)).strip().splitlines() or [""])[0][:200]
+    log(f"store unreachable ({reason}); retrying with backoff")
+    started, wait = time.time(), 0.5
+    while time.time() - started < STORE_OUTAGE_LIMIT_S:
+        time.sleep(wait)
+        try:
+            count_trials(rdb, study_id)
+            log(f"store back after {time.time() - started:.0f}s")
+            return True
+        except sqlalchemy.exc.DBAPIError:
+            wait = min(wait * 2, 15)
+    log(f"store unreachable for {STORE_OUTAGE_LIMIT_S}s; giving up")
+    return False
+
+
+def _slot_free(storage, study_id: int, budget: int | None, lock: BudgetLock) -> tuple[bool, bool]:
+    """(Is there a trial to start?, are trials running?) Near the end of the budget, answer under
+    the lock and keep holding it until the new trial exists (the objective releases it)."""
     if budget is None:
-        return True
+        return True, False
     counts = count_trials(storage, study_id)
     if counts.waiting == 0 and budget - counts.claimed <= LOCK_MARGIN:
         lock.acquire()
         counts = count_trials(storage, study_id)
-    return counts.may_start(budget)
+    return counts.may_start(budget), counts.running > 0
 
 
 def _close_interrupted(study, trial) -> None:

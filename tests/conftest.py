@@ -48,7 +48,7 @@ def _server_database(kind: str):
     if not base:
         pytest.skip(f"{env} is not set (.ci/run sets it); no {kind} server to test against")
     name = f"sweeper_test_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
+    admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"CREATE DATABASE {name}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -126,7 +128,7 @@ def _near_instant_worker(url: str, study_name: str, budget: int, queue) -> None:
     queue.put((os.getpid(), code))
 
 
-@pytest.mark.parametrize("workers, budget", [(8, 60)])
+@pytest.mark.parametrize("workers, budget", [(8, 60), (32, 160)])
 def test_parallel_workers_hit_the_budget_exactly(storage_url, workers, budget):
     """Many workers race for the last slots: exactly `budget` trials, none RUNNING, no error."""
     storage = open_storage(storage_url)
@@ -169,3 +171,51 @@ def _open_and_report(url, queue):
         queue.put("ok")
     except Exception as e:  # report, so the test shows what went wrong
         queue.put(repr(e))
+
+
+def _sleepy_worker(url: str, study_name: str, budget: int, queue) -> None:
+    """A standalone worker (no controller) whose trials take ~2 s, reporting every 0.2 s."""
+    import contextlib
+    import io
+    import os
+
+    storage = open_storage(url, heartbeat_s=1)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+
+    def objective(trial):
+        queue.put(("started", os.getpid(), trial.number))
+        for step in range(10):
+            time.sleep(0.2)
+            trial.report(step, step)
+        return 1.0
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        run_trials(study, objective, budget)
+
+
+def test_a_dead_workers_trial_is_failed_by_heartbeat_and_retried(storage_url):
+    """Workers on other machines have no controller watching them: a worker killed mid-trial
+    stops beating, another worker fails its trial after the grace period and runs it again."""
+    storage = open_storage(storage_url)
+    optuna.create_study(storage=storage, study_name="hb")
+    storage.engine.dispose()
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_sleepy_worker, args=(storage_url, "hb", 4, queue))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    _, victim_pid, victim_trial = queue.get(timeout=60)
+    time.sleep(0.5)
+    os.kill(victim_pid, signal.SIGKILL)
+    for p in procs:
+        p.join(120)
+    survivor = [p for p in procs if p.pid != victim_pid][0]
+    assert survivor.exitcode == 0
+    trials = optuna.load_study(study_name="hb", storage=open_storage(storage_url)).trials
+    assert trials[victim_trial].state == optuna.trial.TrialState.FAIL
+    assert [t.state for t in trials].count(optuna.trial.TrialState.COMPLETE) == 4
+    assert not [t for t in trials if t.state in (optuna.trial.TrialState.RUNNING,
+                                                 optuna.trial.TrialState.WAITING)]
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == victim_trial]
+    assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.COMPLETE

@@ -1,0 +1,159 @@
+"""Cluster behaviour: a real Slurm job array on PostgreSQL, the time-limit warning, a database
+restart mid-sweep, and a worker on another machine dying (heartbeats)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import ROOT, _server_database, run_sweeper
+from sweeper.storage import open_storage
+
+pytestmark = pytest.mark.slow
+State = optuna.trial.TrialState
+SLURM_SCRIPTS = ROOT / "tests" / "slurm"
+
+
+def load(url, name):
+    return optuna.load_study(study_name=name, storage=open_storage(url, create=False))
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A real single-node Slurm with 4 fake GPUs, started by the project's script."""
+    if not shutil.which("slurmctld") or not shutil.which("sbatch"):
+        pytest.skip("Slurm is not installed (.ci/run installs Debian's slurm-wlm and munge)")
+    if os.geteuid() != 0:
+        pytest.skip("the test Slurm runs its daemons as root (SlurmUser=root, mknod for GPUs)")
+    folder = tmp_path_factory.mktemp("slurm")
+    started = subprocess.run(["bash", str(SLURM_SCRIPTS / "start_slurm.sh"), str(folder), "4"],
+                             capture_output=True, text=True, timeout=120)
+    if started.returncode != 0:
+        subprocess.run(["bash", str(SLURM_SCRIPTS / "stop_slurm.sh"), str(folder)])
+        pytest.skip(f"Slurm could not start here: {started.stderr.strip()[-300:]}")
+    yield started.stdout.strip()
+    subprocess.run(["bash", str(SLURM_SCRIPTS / "stop_slurm.sh"), str(folder)], timeout=60)
+
+
+def test_slurm_array_runs_pinned_workers_on_postgres(project, slurm, monkeypatch):
+    url, drop = _server_database("postgres")
+    # A password the server (trust auth) ignores: it must never show up anywhere.
+    from sqlalchemy.engine import make_url
+
+    url = make_url(url).set(password="notasecret").render_as_string(hide_password=False)
+    monkeypatch.setenv("SLURM_CONF", slurm)
+    try:
+        result = run_sweeper("slurm", "long_cnn", "--nodes", "4", "--gpus-per-node", "1",
+                             "--time", "00:10:00", "--trials", "8", "--storage", url, "--submit")
+        assert result.returncode == 0, result.stdout + result.stderr
+        job_id = result.stdout.split("submitted job ")[1].split()[0]
+        deadline = time.time() + 400
+        while time.time() < deadline:
+            queued = subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True,
+                                    text=True).stdout.strip()
+            if not queued:
+                break
+            time.sleep(2)
+        else:
+            subprocess.run(["scancel", job_id])
+            pytest.fail("the job array did not finish in time")
+        folder = project / "storage" / "slurm" / "long_cnn"
+        logs = {p.name: p.read_text() for p in folder.glob(f"{job_id}_*.log")}
+        assert len(logs) == 4, logs
+        trials = load(url, "long_cnn").trials
+        finished = [t for t in trials if t.state in (State.COMPLETE, State.PRUNED)]
+        assert len(finished) == 8, "\n".join(logs.values())[-3000:]
+        assert not [t for t in trials if t.state in (State.RUNNING, State.WAITING)]
+        # Each array task ran its worker on the GPU Slurm gave it, and each did some of the work.
+        devices = {t.user_attrs["sweeper.cuda_visible_devices"] for t in finished}
+        assert devices == {"0", "1", "2", "3"}, "\n".join(logs.values())[-3000:]
+        everything = result.stdout + result.stderr + (folder / "sweep.sbatch").read_text()
+        everything += "".join(logs.values())
+        everything += "".join(p.read_text() for p in (project / "storage").rglob("*.log"))
+        assert "notasecret" not in everything
+        assert "notasecret" not in str(load(url, "long_cnn").user_attrs)
+    finally:
+        drop()
+
+
+def test_time_limit_warning_drains_workers(project):
+    """SIGUSR1 (what Slurm sends before the limit): trials in flight finish, no new one starts."""
+    url = f"sqlite:///{project / 'storage' / 'long_cnn.db'}"
+    sweep = subprocess.Popen([sys.executable, "-m", "sweeper", "sweep", "long_cnn", "--trials",
+                              "20", "--workers", "2"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            time.sleep(0.5)
+            try:
+                running = load(url, "long_cnn").get_trials(states=(State.RUNNING,))
+            except Exception:
+                continue
+            if len(running) == 2 and all(t.intermediate_values for t in running):
+                break
+        sweep.send_signal(signal.SIGUSR1)
+        output = sweep.communicate(timeout=180)[0]
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, output
+    assert "workers drained" in output
+    trials = load(url, "long_cnn").trials
+    assert [t.number for t in trials if t.number in (r.number for r in running)]
+    assert all(t.state == State.COMPLETE for t in trials if t.number in {r.number for r in running})
+    assert not [t for t in trials if t.state in (State.RUNNING, State.FAIL)]
+    assert len(trials) < 20
+
+
+def restart_postgres() -> None:
+    versions = sorted(os.listdir("/etc/postgresql"))
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"],
+                   check=True, timeout=120, capture_output=True)
+
+
+def test_sweep_survives_a_database_restart(project):
+    if not shutil.which("pg_ctlcluster") or not os.path.isdir("/etc/postgresql") \
+            or os.geteuid() != 0:
+        pytest.skip("needs the local PostgreSQL cluster and root to restart it (pg_ctlcluster)")
+    url, drop = _server_database("postgres")
+    try:
+        sweep = subprocess.Popen([sys.executable, "-m", "sweeper", "sweep", "long_cnn",
+                                  "--trials", "4", "--workers", "2", "--heartbeat", "2",
+                                  "--storage", url], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.time() + 180
+            while time.time() < deadline:
+                time.sleep(0.5)
+                try:
+                    running = load(url, "long_cnn").get_trials(states=(State.RUNNING,))
+                except Exception:
+                    continue
+                if len(running) == 2 and all(t.intermediate_values for t in running):
+                    break
+            done_before = [t.number for t in load(url, "long_cnn").trials
+                           if t.state == State.COMPLETE]
+            restart_postgres()
+            output = sweep.communicate(timeout=400)[0]
+        finally:
+            if sweep.poll() is None:
+                sweep.kill()
+        assert sweep.returncode == 0, output
+        trials = load(url, "long_cnn").trials
+        finished = [t for t in trials if t.state in (State.COMPLETE, State.PRUNED)]
+        assert len(finished) == 4, output
+        assert not [t for t in trials if t.state in (State.RUNNING, State.WAITING)]
+        assert all(trials[n].state == State.COMPLETE for n in done_before)
+        logs = "".join(p.read_text() for p in (project / "storage" / "logs").rglob("*.log"))
+        assert "store back after" in logs or "store unreachable" in output
+    finally:
+        drop()

@@ -1,0 +1,35 @@
+"""The sbatch script: array size, GPUs, time limit, warning signal, and no password in it."""
+
+from __future__ import annotations
+
+import pytest
+
+from sweeper.errors import SweeperError
+from sweeper.slurm import SlurmJob, check_time_limit, limit_seconds, render_script
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("30", 1800), ("10:00", 600), ("10:00:00", 36000), ("1-00:00:00", 86400), ("2-12", 216000),
+])
+def test_time_limits(text, seconds):
+    assert limit_seconds(check_time_limit(text)) == seconds
+
+
+@pytest.mark.parametrize("text", ["10h", "ten", "1:2:3:4", ""])
+def test_bad_time_limit(text):
+    with pytest.raises(SweeperError, match="--time"):
+        check_time_limit(text)
+
+
+def test_script_asks_for_gpus_and_a_warning_and_hides_the_password(tmp_path):
+    job = SlurmJob(space="cnn_lr", study="cnn_lr", nodes=4, gpus_per_node=8,
+                   storage_url="postgresql+psycopg://alice:s3cret@db:5432/sweeps",
+                   time_limit="10:00:00", trials=400, partition="gpu")
+    script = render_script(job, tmp_path, tmp_path / "logs")
+    assert "#SBATCH --array=0-3" in script
+    assert "#SBATCH --gres=gpu:8" in script
+    assert "#SBATCH --time=10:00:00" in script
+    assert "#SBATCH --signal=B:USR1@300" in script
+    assert "#SBATCH --partition=gpu" in script
+    assert "--trials 400" in script and "--study cnn_lr" in script
+    assert "s3cret" not in script and "alice:***@db" in script
