@@ -1,4 +1,7 @@
-"""The study store on SQLite, PostgreSQL and MySQL: URLs, masking, counting, the shared budget."""
+"""The study store on SQLite, PostgreSQL and MySQL: URLs, masking, counting, the shared budget.
+
+Worker processes here are spawned, not forked: earlier tests may have loaded TensorFlow into this
+process, and a fork of a process with TensorFlow's threads can deadlock in the child."""
 
 from __future__ import annotations
 
@@ -88,7 +91,7 @@ def test_budget_lock_excludes_other_processes(storage_url):
     optuna.create_study(storage=storage, study_name="locked")
     lock = BudgetLock(storage, "locked")
     lock.acquire()
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")
     got_it = ctx.Event()
     child = ctx.Process(target=_take_lock, args=(storage_url, got_it))
     child.start()
@@ -134,16 +137,16 @@ def test_parallel_workers_hit_the_budget_exactly(storage_url, workers, budget):
     storage = open_storage(storage_url)
     study = optuna.create_study(storage=storage, study_name="race")
     storage.engine.dispose()
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_near_instant_worker, args=(storage_url, "race", budget, queue))
              for _ in range(workers)]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(240)
-    codes = [queue.get(timeout=5)[1] for _ in procs]
+        p.join(300)
     assert [p.exitcode for p in procs] == [0] * workers
+    codes = [queue.get(timeout=5)[1] for _ in procs]
     assert codes == [EXIT_DONE] * workers
     trials = optuna.load_study(study_name="race", storage=open_storage(storage_url)).trials
     states = [t.state for t in trials]
@@ -155,7 +158,7 @@ def test_parallel_workers_hit_the_budget_exactly(storage_url, workers, budget):
 def test_many_processes_may_create_the_same_store_at_once(storage_url):
     """Workers (or a dashboard) opening a brand-new store together all get it, none an error."""
     url = storage_url
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_open_and_report, args=(url, queue)) for _ in range(6)]
     for p in procs:
@@ -199,7 +202,7 @@ def test_a_dead_workers_trial_is_failed_by_heartbeat_and_retried(storage_url):
     storage = open_storage(storage_url)
     optuna.create_study(storage=storage, study_name="hb")
     storage.engine.dispose()
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_sleepy_worker, args=(storage_url, "hb", 4, queue))
              for _ in range(2)]
