@@ -98,7 +98,7 @@ def test_a_failing_trial_keeps_its_reason_and_the_worker_goes_on(study, project)
     study.optimize(make_objective(space, {}), n_trials=2, catch=(Exception,))
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
     reason = study.trials[0].user_attrs["sweeper.fail_reason"]
-    assert reason.startswith("out of memory (RuntimeError): OOM when allocating")
+    assert reason.startswith("out of memory (ResourceExhaustedError): OOM when allocating")
 
 
 def test_pruner_stops_a_hopeless_trial(study):

@@ -31,8 +31,12 @@ def blobs():
 
 
 def out_of_memory_model(hp, input_shape, num_classes):
-    """Fails the way TensorFlow does when a GPU runs out of memory."""
-    raise RuntimeError("OOM when allocating tensor with shape[4096,4096,64]")
+    """Fails with the error TensorFlow raises when a GPU runs out of memory (no GPU here to fill)."""
+    import tensorflow as tf
+
+    raise tf.errors.ResourceExhaustedError(
+        None, None, "OOM when allocating tensor with shape[4096,4096,64] and type float on "
+        "/job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc")
 
 
 def crashing_model(hp, input_shape, num_classes):
