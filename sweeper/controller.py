@@ -16,7 +16,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import sqlalchemy
 
 from sweeper.artifacts import ARTIFACT_DIR_ENV, DEFAULT_KEEP_MODELS, KEEP_MODELS_ATTR, artifact_dir
 from sweeper.errors import StorageError, SweepFailed
@@ -24,7 +23,7 @@ from sweeper.gpus import Slot, gpu_names, threads_per_worker
 from sweeper.space import SearchSpace
 from sweeper.study_info import record_run, write_note
 from sweeper.storage import (STORAGE_ENV, TrialCounts, count_trials, mask_url, open_storage,
-                             retry_callback, sqlite_path)
+                             retry_callback, sqlite_path, store_errors)
 from sweeper.worker import (BUDGET_ATTR, EXIT_DONE, EXIT_INTERRUPTED, EXIT_RECYCLE, HASH_ATTR,
                             SPACE_ATTR)
 
@@ -143,50 +142,57 @@ class Controller:
     # -- the loop ----------------------------------------------------------------------------
 
     def _watch(self) -> int:
-        last_progress, last_stale_check, last_line = 0.0, time.time(), ""
-        last_note = time.time()
+        self._last = {"progress": 0.0, "stale_check": time.time(), "line": "", "note": time.time()}
+        lost_store = store_errors()
         while True:
             if self.stopping:
                 self.say(f"{self.stopping}: stopping workers")
                 return EXIT_INTERRUPTED
             try:
-                counts = count_trials(self.storage, self.study._study_id)
-            except sqlalchemy.exc.DBAPIError as e:  # the database restarts: wait for it
+                done = self._watch_once()
+            except lost_store as e:  # the database restarts: wait for it
                 self.say(f"store unreachable ({_first_line(e)}); retrying")
                 time.sleep(STORE_RETRY_S)
                 continue
-            if counts.finished >= self.options.trials and counts.running == 0 and counts.waiting == 0:
+            if done:
                 return 0
-            now = time.time()
-            past_deadline = self.deadline is not None and now >= self.deadline
-            self._tend_workers(counts, past_deadline)
-            alive = [w for w in self.workers if w.process is not None]
-            if not alive:
-                if self.draining:  # other machines' trials are theirs to finish
-                    self.say("time limit near: workers drained")
-                    return 0
-                if past_deadline or not counts.may_start(self.options.trials):
-                    if counts.running == 0:
-                        if past_deadline:
-                            self.say("time limit reached")
-                        return 0
-            if counts.running and now - last_stale_check > self.options.heartbeat_s:
-                # Workers fail stale trials only when they ask for a new one; near the end there
-                # may be no such ask, so the controller does it too.
-                import optuna
-
-                optuna.storages.fail_stale_trials(self.study)
-                last_stale_check = now
-            if now - last_note > NOTE_EVERY_S:
-                write_note(self.study, self.storage, self.space)
-                last_note = now
-            if now - last_progress >= self.options.progress_every_s:
-                line = self._progress_line(counts)
-                if line != last_line:
-                    self.say(line)
-                    last_line = line
-                last_progress = now
             time.sleep(POLL_S)
+
+    def _watch_once(self) -> bool:
+        """One look at the store and the workers. True when the sweep is over."""
+        last = self._last
+        counts = count_trials(self.storage, self.study._study_id)
+        if counts.finished >= self.options.trials and counts.running == 0 and counts.waiting == 0:
+            return True
+        now = time.time()
+        past_deadline = self.deadline is not None and now >= self.deadline
+        self._tend_workers(counts, past_deadline)
+        alive = [w for w in self.workers if w.process is not None]
+        if not alive:
+            if self.draining:  # other machines' trials are theirs to finish
+                self.say("time limit near: workers drained")
+                return True
+            if (past_deadline or not counts.may_start(self.options.trials)) and not counts.running:
+                if past_deadline:
+                    self.say("time limit reached")
+                return True
+        if counts.running and now - last["stale_check"] > self.options.heartbeat_s:
+            # Workers fail stale trials only when they ask for a new one; near the end there
+            # may be no such ask, so the controller does it too.
+            import optuna
+
+            optuna.storages.fail_stale_trials(self.study)
+            last["stale_check"] = now
+        if now - last["note"] > NOTE_EVERY_S:
+            write_note(self.study, self.storage, self.space)
+            last["note"] = now
+        if now - last["progress"] >= self.options.progress_every_s:
+            line = self._progress_line(counts)
+            if line != last["line"]:
+                self.say(line)
+                last["line"] = line
+            last["progress"] = now
+        return False
 
     def _tend_workers(self, counts: TrialCounts, past_deadline: bool) -> None:
         """Start idle slots when there is work, and judge the workers that exited."""

@@ -168,6 +168,14 @@ def file_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def store_errors() -> tuple:
+    """Exceptions that mean the store could not be reached or written (a restart, the network).
+    Optuna wraps some of SQLAlchemy's in its own StorageInternalError."""
+    import optuna
+
+    return (sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError)
+
+
 def retry_callback():
     """Queues a failed trial again with its params, at most 3 times; shared by heartbeats and
     by workers that are stopped mid-trial."""

@@ -19,11 +19,10 @@ import threading
 import time
 import warnings
 
-import sqlalchemy
-
 from sweeper.errors import StorageError, SweeperError
 from sweeper.space import parse_space
-from sweeper.storage import (BudgetLock, count_trials, mask_url, open_storage, retry_callback)
+from sweeper.storage import (BudgetLock, count_trials, mask_url, open_storage, retry_callback,
+                             store_errors)
 
 EXIT_DONE, EXIT_RECYCLE, EXIT_FAILING, EXIT_INTERRUPTED = 0, 3, 1, 130
 # Below this many free slots, workers take the budget lock before starting a trial, so racing
@@ -127,6 +126,7 @@ def run_trials(study, objective, budget: int | None, *, deadline: float | None =
     rdb = getattr(storage, "_backend", storage)  # the RDBStorage under Optuna's cache layer
     lock = BudgetLock(rdb, study.study_name)
     current: dict = {}
+    lost_store = store_errors()
 
     def claimed_objective(trial):
         lock.release()  # the trial exists now: other workers will count it
@@ -139,6 +139,10 @@ def run_trials(study, objective, budget: int | None, *, deadline: float | None =
         except KeyboardInterrupt:  # noted while the trial can still be written to
             trial.set_user_attr("sweeper.fail_reason", INTERRUPTED_REASON)
             raise
+        except lost_store as e:
+            # Not the trial's fault: escape Optuna's catch so the loop waits for the store and
+            # queues this trial again instead of counting it as failed.
+            raise _StoreLost() from e
 
     ran = failures_in_a_row = 0
     while True:
@@ -165,18 +169,18 @@ def run_trials(study, objective, budget: int | None, *, deadline: float | None =
                 return EXIT_DONE
             current.clear()
             study.optimize(claimed_objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        except (_StoreLost, *lost_store) as e:
+            # The database went away (restart, network): wait for it, then queue the trial
+            # it cut short again, like an interrupted one.
+            lock.release()
+            if not _wait_for_store(rdb, study._study_id, e.__cause__ or e):
+                return EXIT_FAILING
+            _close_interrupted(study, current.get("trial"))
+            continue
         except KeyboardInterrupt:
             _close_interrupted(study, current.get("trial"))
             log("stopped by a signal")
             return EXIT_INTERRUPTED
-        except sqlalchemy.exc.DBAPIError as e:
-            # The database went away (restart, network): wait for it, then queue the trial
-            # it cut short again, like an interrupted one.
-            lock.release()
-            if not _wait_for_store(rdb, study._study_id, e):
-                return EXIT_FAILING
-            _close_interrupted(study, current.get("trial"))
-            continue
         finally:
             lock.release()
         ran += 1
@@ -200,6 +204,11 @@ def run_trials(study, objective, budget: int | None, *, deadline: float | None =
 STORE_OUTAGE_LIMIT_S = 600
 
 
+class _StoreLost(KeyboardInterrupt):
+    """The store failed during a trial. A KeyboardInterrupt so Optuna's catch=(Exception,)
+    lets it through (after marking the trial FAIL if it still can)."""
+
+
 def _wait_for_store(rdb, study_id: int, error: BaseException) -> bool:
     """Retry with backoff until the store answers again (True) or for 10 minutes (False)."""
     reason = (str(getattr(error, "orig", error)).strip().splitlines() or [""])[0][:200]
@@ -211,7 +220,7 @@ def _wait_for_store(rdb, study_id: int, error: BaseException) -> bool:
             count_trials(rdb, study_id)
             log(f"store back after {time.time() - started:.0f}s")
             return True
-        except sqlalchemy.exc.DBAPIError:
+        except store_errors():
             wait = min(wait * 2, 15)
     log(f"store unreachable for {STORE_OUTAGE_LIMIT_S}s; giving up")
     return False
