@@ -64,21 +64,39 @@ def save_trial_artifacts(trial, model, y_true: np.ndarray, y_pred: np.ndarray, c
 
 
 def confusion_png(y_true, y_pred, class_names, path: Path, title: str) -> None:
-    import matplotlib
+    """The confusion matrix as a PNG heat map with counts: rows true class, columns predicted.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
+    Drawn with Pillow directly: a matplotlib figure costs ~0.1 s per trial, this ~5 ms."""
+    from PIL import Image, ImageDraw, ImageFont
 
-    size = max(4.0, 0.45 * len(class_names) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ConfusionMatrixDisplay.from_predictions(
-        y_true, y_pred, labels=list(range(len(class_names))),
-        display_labels=[str(c) for c in class_names], ax=ax, colorbar=False)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    n = len(class_names)
+    counts = np.zeros((n, n), dtype=np.int64)
+    np.add.at(counts, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    font = ImageFont.load_default()
+    labels = [str(c)[:12] for c in class_names]
+    cell = 36
+    margin = 16 + 7 * max(len(label) for label in labels)
+    top = 48
+    width, height = margin + n * cell + 16, top + n * cell + 36
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((8, 8), title, fill="black", font=font)
+    draw.text((margin, 26), "predicted ->", fill="black", font=font)
+    draw.text((8, top - 14), "true", fill="black", font=font)
+    row_totals = np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    for i in range(n):
+        draw.text((8, top + i * cell + cell // 2 - 6), labels[i], fill="black", font=font)
+        draw.text((margin + i * cell + 4, top + n * cell + 6), labels[i][:5], fill="black",
+                  font=font)
+        for j in range(n):
+            share = counts[i, j] / row_totals[i, 0]  # shade by share of the true class
+            shade = int(255 - 200 * share)
+            box = (margin + j * cell, top + i * cell, margin + (j + 1) * cell - 1,
+                   top + (i + 1) * cell - 1)
+            draw.rectangle(box, fill=(shade, shade, 255), outline=(200, 200, 200))
+            draw.text((box[0] + 4, box[1] + cell // 2 - 6), str(counts[i, j]),
+                      fill="white" if share > 0.6 else "black", font=font)
+    img.save(path, format="PNG")
 
 
 def per_class_csv(y_true, y_pred, class_names) -> str:

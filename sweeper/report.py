@@ -126,7 +126,7 @@ def pruning_savings(trials: list, max_epochs: int) -> PruningSavings:
             continue
         counted += 1
         epochs += ran
-        train_s = t.user_attrs.get("sweeper.time_train_s", 0.0)
+        train_s = t.user_attrs.get("sweeper.seconds", {}).get("train", 0.0)
         seconds += train_s
         seconds_full += train_s / ran * max_epochs
     return PruningSavings(int(epochs), counted * max_epochs, seconds, seconds_full)

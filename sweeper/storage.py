@@ -75,9 +75,10 @@ def engine_kwargs(url: str) -> dict:
             # isolation_level=None: sqlite3 leaves transactions to us (see _begin_immediate).
             # WAL mode (set when the file is created) lets readers go on while one writes.
             conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None,
-                                   check_same_thread=False)
+                                   check_same_thread=False, factory=_QueuedConnection)
             conn.execute("PRAGMA synchronous=NORMAL")  # safe in WAL mode, far fewer fsyncs
             conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+            conn.queue_path = f"{path}.write-queue"
             return conn
 
         return {"creator": connect}
@@ -86,11 +87,63 @@ def engine_kwargs(url: str) -> dict:
     return {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 4, "pool_recycle": 1800}
 
 
+class _QueuedConnection(sqlite3.Connection):
+    """A SQLite connection whose transactions queue on a kernel file lock beside the store.
+
+    SQLite's own busy handler polls: a writer that finds the store locked sleeps 1, 2, 5 ... up
+    to 100 ms before trying again, so with many workers most of their time goes to sleeping on a
+    lock that was freed long ago. A blocked flock() wakes the moment the holder lets go, and the
+    kernel releases it if the holder dies. SQLite's busy timeout stays as a fallback for other
+    programs that open the store (the dashboard, a user's script).
+    """
+
+    queue_path: str
+    _queue = None
+
+    def begin_immediate(self) -> None:
+        if self._queue is None:
+            self._queue = open(self.queue_path, "a+")
+        fcntl.flock(self._queue, fcntl.LOCK_EX)
+        try:
+            self.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            fcntl.flock(self._queue, fcntl.LOCK_UN)
+            raise
+
+    def _leave_queue(self) -> None:
+        if self._queue is not None:
+            fcntl.flock(self._queue, fcntl.LOCK_UN)
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self._leave_queue()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._leave_queue()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._queue is not None:
+                self._queue.close()
+                self._queue = None
+
+
 def _begin_immediate(conn) -> None:
     # A deferred SQLite transaction that reads, then writes fails at once with 'database is
     # locked' when another process wrote in between; the busy timeout cannot help it. Taking the
     # write lock at BEGIN makes every transaction wait its turn instead.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    raw = conn.connection.dbapi_connection
+    if isinstance(raw, _QueuedConnection):
+        raw.begin_immediate()
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def open_storage(url: str, *, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S, create: bool = True):
@@ -121,7 +174,8 @@ def open_storage(url: str, *, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S, cre
                     heartbeat_stale_trial_callback=retry_callback(),
                 )
             # A read-only opener never creates Optuna's tables in an empty database.
-            storage = _create_rdb_storage(url, {**kwargs, "skip_table_creation": not create})
+            storage = _create_rdb_storage(url, {**kwargs, "skip_table_creation": not create},
+                                          serialize=create)
     except ImportError as e:
         raise StorageError(f"{mask_url(url)}: no database driver ({e}); "
                            "pip install 'sweeper[postgres]' or 'sweeper[mysql]'") from None
@@ -135,15 +189,16 @@ def open_storage(url: str, *, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S, cre
     return storage
 
 
-def _create_rdb_storage(url: str, kwargs: dict, attempts: int = 5):
+def _create_rdb_storage(url: str, kwargs: dict, attempts: int = 5, serialize: bool = True):
     """RDBStorage, tolerating other processes that create the same new store at the same moment.
 
     Creating Optuna's tables is not atomic: two processes on a new store can both try, and the
     loser gets 'already exists' or a duplicate schema version. SQLite stores are created under a
-    file lock; on servers the loser tries again and finds the tables made."""
+    file lock; on servers the loser tries again and finds the tables made. Openers that create
+    nothing (workers) skip the lock: sixteen of them starting at once would queue on it."""
     import optuna
 
-    path = sqlite_path(url)
+    path = sqlite_path(url) if serialize else None
     for attempt in range(attempts):
         try:
             with file_lock(Path(f"{path}.init-lock")) if path else contextlib.nullcontext():

@@ -131,3 +131,27 @@ def test_one_sample_class_says_why_it_cannot_split(tmp_path):
              y_train=np.array([0] * 10 + [1]))
     with pytest.raises(DataError, match="smallest class has 1 rows"):
         load_dataset({"path": str(path), **SPLIT}, PRE, tmp_path / "c")
+
+
+# The per-epoch F1 is computed without scikit-learn (speed); it must agree with scikit-learn.
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), st.sampled_from(["macro", "weighted", "micro", "binary"]))
+def test_fast_f1_equals_scikit_learn(data, average):
+    import warnings
+
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from sweeper.pipeline.evaluate import f1
+
+    classes = 2 if average == "binary" else data.draw(st.integers(1, 12))
+    size = data.draw(st.integers(1, 60))
+    labels = st.lists(st.integers(0, classes - 1), min_size=size, max_size=size)
+    y_true, y_pred = np.array(data.draw(labels)), np.array(data.draw(labels))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = f1_score(y_true, y_pred, average=average, zero_division=0)
+    assert f1(y_true, y_pred, average) == pytest.approx(expected, abs=1e-12)

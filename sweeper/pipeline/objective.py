@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 import keras
 import optuna
+import psutil
 
 from sweeper.artifacts import save_trial_artifacts
 from sweeper.pipeline import evaluate, train
@@ -35,7 +36,9 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
     and train.TrialInterrupted when `should_stop()` turns true."""
     config = space.config
     seed = config["training"]["seed"] + trial.number
-    for key, value in {**(worker_attrs or {}), "seed": seed}.items():
+    # Resident memory at the start: what earlier trials in this process left behind.
+    rss_mb = round(psutil.Process().memory_info().rss / 2**20, 1)
+    for key, value in {**(worker_attrs or {}), "seed": seed, "rss_mb": rss_mb}.items():
         trial.set_user_attr(ATTR + key, value)
     for key in ("fail_reason", "prune_reason"):  # a retry inherits the failed trial's attrs
         if ATTR + key in trial.user_attrs:
@@ -43,23 +46,28 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
     params = space.suggest(trial)
     hp = space.hyperparameters(params)
 
+    seconds: dict[str, float] = {}  # where the trial's time went (stored as sweeper.seconds)
     started = time.perf_counter()
     data = load_dataset(config["dataset"], config["preprocess"])
     trial.set_user_attr(ATTR + "data", data.report)
-    trial.set_user_attr(ATTR + "time_preprocess_s", round(time.perf_counter() - started, 4))
+    seconds["preprocess"] = time.perf_counter() - started
 
     started = time.perf_counter()
     keras.utils.set_random_seed(seed)
     batch_size = int(hp.get("batch_size", 64))
     steps = -(-len(data.x_train) // batch_size)
     model = build_model(config["model"], hp, data, steps, space.max_epochs)
+    seconds["build"] = time.perf_counter() - started
+    started = time.perf_counter()
     reporter = train.fit(model, data, trial, batch_size, space.max_epochs,
                          config["objective"]["average"], should_stop)
-    trial.set_user_attr(ATTR + "time_train_s", round(time.perf_counter() - started, 4))
+    seconds["train"] = time.perf_counter() - started
+    seconds.update(reporter.seconds)
     trial.set_user_attr(ATTR + "epochs_run", len(reporter.losses))
     trial.set_user_attr(ATTR + "loss_history", [round(x, 6) for x in reporter.losses])
     if reporter.stop_reason is not None:
         trial.set_user_attr(ATTR + "prune_reason", reporter.stop_reason)
+        _store_seconds(trial, seconds)
         raise optuna.TrialPruned(reporter.stop_reason)
 
     started = time.perf_counter()
@@ -68,13 +76,18 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
     test = evaluate.test_metrics(data.y_test, test_pred, config["objective"]["average"])
     for name, metric in test.items():
         trial.set_user_attr(f"{ATTR}test_{name}", metric)
-    trial.set_user_attr(ATTR + "time_evaluate_s", round(time.perf_counter() - started, 4))
+    seconds["evaluate"] = time.perf_counter() - started
     if save_artifacts:
         started = time.perf_counter()
         save_trial_artifacts(trial, model, data.y_test, test_pred, data.class_names, value,
                              space.direction)
-        trial.set_user_attr(ATTR + "time_artifacts_s", round(time.perf_counter() - started, 4))
+        seconds["artifacts"] = time.perf_counter() - started
+    _store_seconds(trial, seconds)
     return TrialResult(value=value, test=test, model=model, data=data, params=params)
+
+
+def _store_seconds(trial, seconds: dict) -> None:
+    trial.set_user_attr(ATTR + "seconds", {k: round(v, 4) for k, v in seconds.items()})
 
 
 def make_objective(space: SearchSpace, worker_attrs: dict, should_stop=None):

@@ -6,6 +6,7 @@ A NaN/inf loss stops training with the reason kept; it never propagates as an ex
 from __future__ import annotations
 
 import math
+import time
 
 import keras
 import numpy as np
@@ -42,8 +43,16 @@ class EpochReporter(keras.callbacks.Callback):
         self.scores: list[float] = []
         self.stop_reason: str | None = None  # set when training was cut short
         self.pruned = False
+        # Seconds spent training epochs, computing validation F1, and reporting it to the store.
+        self.seconds = {"epochs": 0.0, "f1": 0.0, "report": 0.0}
+        self._epoch_started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        started = time.perf_counter()
+        self.seconds["epochs"] += started - self._epoch_started
         loss = float((logs or {}).get("loss", float("nan")))
         self.losses.append(loss)
         if not math.isfinite(loss):
@@ -52,8 +61,12 @@ class EpochReporter(keras.callbacks.Callback):
             return
         score = f1(self.y_val, predict_classes(self.model, self.x_val), self.average)
         self.scores.append(score)
+        reported = time.perf_counter()
+        self.seconds["f1"] += reported - started
         self.trial.report(score, epoch + 1)
-        if self.trial.should_prune():
+        should_prune = self.trial.should_prune()
+        self.seconds["report"] += time.perf_counter() - reported
+        if should_prune:
             self.pruned = True
             self.stop_reason = (f"pruned after epoch {epoch + 1}: validation F1 {score:.4f} "
                                 "fell behind other trials at this epoch")

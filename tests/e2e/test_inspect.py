@@ -88,7 +88,7 @@ def test_dashboard_api_shows_everything_about_each_trial(swept):
         for trial in complete:
             keys = {a["key"] for a in trial["user_attrs"]}
             assert {"sweeper.test_f1", "sweeper.test_precision", "sweeper.test_recall",
-                    "sweeper.test_accuracy", "sweeper.time_train_s", "sweeper.epochs_run",
+                    "sweeper.test_accuracy", "sweeper.seconds", "sweeper.epochs_run",
                     "sweeper.loss_history", "sweeper.worker", "sweeper.host",
                     "sweeper.cuda_visible_devices"} <= keys
             assert trial["params"] and len(trial["intermediate_values"]) == 4

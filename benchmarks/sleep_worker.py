@@ -1,0 +1,74 @@
+"""A sweeper worker whose trials only sleep: what orchestration costs, without TensorFlow.
+
+    python -m benchmarks.sleep_worker URL STUDY SECONDS_PER_TRIAL EPOCHS
+
+It runs the real worker loop (`sweeper.worker.run_trials`) on a study made by
+`sweeper.controller.prepare_study`, with the same store settings as a real worker; only the
+objective differs: it sleeps SECONDS_PER_TRIAL in EPOCHS steps, reporting a value after each.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+
+SPACE_YAML = """\
+description: sleep-only objective for the orchestration benchmark
+dataset: {name: digits}
+model: {name: mlp}
+training: {max_epochs: %(epochs)d}
+sampler: {name: %(sampler)s, seed: 0}
+pruner: {name: none}
+params:
+  dropout: {type: float, low: 0.0, high: 0.5}
+"""
+
+
+def sleep_space(epochs: int, sampler: str = "random"):
+    from sweeper.space import parse_space
+
+    return parse_space(SPACE_YAML % {"epochs": epochs, "sampler": sampler}, source="bench-sleep")
+
+
+def sleep_objective(seconds: float, epochs: int):
+    worker = {"worker": os.environ.get("SWEEPER_WORKER_ID", str(os.getpid())),
+              "host": socket.gethostname(), "pid": os.getpid()}
+
+    def objective(trial) -> float:
+        import optuna
+
+        for key, value in worker.items():
+            trial.set_user_attr("sweeper." + key, value)
+        x = trial.suggest_float("dropout", 0.0, 0.5)
+        for epoch in range(1, epochs + 1):
+            time.sleep(seconds / epochs)
+            trial.report(x * epoch / epochs, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return x
+
+    return objective
+
+
+def main(url: str, study_name: str, seconds: str, epochs: str) -> int:
+    import optuna
+
+    from sweeper.storage import open_storage
+    from sweeper.worker import BUDGET_ATTR, SPACE_ATTR, run_trials
+
+    from sweeper.space import parse_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(url, create=False)
+    summary = optuna.load_study(study_name=study_name, storage=storage)
+    space = parse_space(summary.user_attrs[SPACE_ATTR], source="bench-sleep")
+    study = optuna.load_study(study_name=study_name, storage=storage,
+                              sampler=space.make_sampler(), pruner=space.make_pruner())
+    return run_trials(study, sleep_objective(float(seconds), int(epochs)),
+                      summary.user_attrs[BUDGET_ATTR], recycle_after=None)
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))
