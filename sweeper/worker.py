@@ -59,6 +59,29 @@ def configure_backend(threads: int | None) -> None:
         tf.config.experimental.set_memory_growth(gpu, True)
 
 
+def visible_accelerators() -> list[str]:
+    """The GPUs the Keras backend of this process can use (empty: it trains on the CPU)."""
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return [d.name for d in tf.config.list_logical_devices("GPU")]
+        if backend == "jax":
+            import jax
+
+            return [str(d) for d in jax.devices() if d.platform == "gpu"]
+        if backend == "torch":
+            import torch
+
+            return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    except Exception:  # a broken driver must not stop the worker: it reports no GPU
+        pass
+    return []
+
+
 # Set by SIGTERM/SIGINT. The handler only sets it: an exception raised from a signal handler can
 # land anywhere (inside a finalizer, where Python swallows it); training checks it every batch.
 STOP = threading.Event()
@@ -115,7 +138,8 @@ def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = Non
     study = optuna.load_study(study_name=study_name, storage=storage,
                               sampler=space.make_sampler(), pruner=space.make_pruner())
     attrs = {"worker": worker_id, "host": socket.gethostname(), "pid": os.getpid(),
-             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+             "devices": visible_accelerators()}
     log(f"worker {worker_id} on {attrs['host']} (pid {attrs['pid']}, CUDA_VISIBLE_DEVICES="
         f"{attrs['cuda_visible_devices']!r}) joined study {study_name} in {mask_url(storage_url)}")
     return run_trials(study, make_objective(space, attrs, STOP.is_set), budget, deadline=deadline,

@@ -60,7 +60,7 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
     seconds["build"] = time.perf_counter() - started
     started = time.perf_counter()
     reporter = train.fit(model, data, trial, batch_size, space.max_epochs,
-                         config["objective"]["average"], should_stop)
+                         config["objective"]["average"], should_stop, seed)
     seconds["train"] = time.perf_counter() - started
     seconds.update(reporter.seconds)
     trial.set_user_attr(ATTR + "epochs_run", len(reporter.losses))

@@ -73,10 +73,43 @@ class EpochReporter(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+# Above this size the training split is streamed batch by batch from the memory-mapped cache:
+# given whole arrays, Keras copies them into tensors, one private copy per worker.
+STREAM_BYTES = 64 * 2**20
+
+
+class Batches(keras.utils.PyDataset):
+    """Shuffled batches sliced from (memory-mapped) arrays; only the batch is copied."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int = 0):
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(x))
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        # Sorted indices read the mapped file front to back within a batch.
+        rows = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
+        return self.x[rows], self.y[rows]
+
+    def on_epoch_end(self) -> None:
+        self.rng.shuffle(self.order)
+
+
+def training_input(data, batch_size: int, seed: int = 0) -> dict:
+    """The arguments for model.fit: the arrays themselves when small, else streamed batches."""
+    if data.x_train.nbytes > STREAM_BYTES:
+        return {"x": Batches(data.x_train, data.y_train, batch_size, seed)}
+    return {"x": data.x_train, "y": data.y_train, "batch_size": batch_size, "shuffle": True}
+
+
 def fit(model, data, trial, batch_size: int, max_epochs: int, average: str,
-        should_stop=None) -> EpochReporter:
+        should_stop=None, seed: int = 0) -> EpochReporter:
     reporter = EpochReporter(trial, data.x_val, data.y_val, average)
     callbacks = [reporter] if should_stop is None else [StopCheck(should_stop), reporter]
-    model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=max_epochs,
-              callbacks=callbacks, verbose=0, shuffle=True)
+    model.fit(**training_input(data, batch_size, seed), epochs=max_epochs, callbacks=callbacks,
+              verbose=0)
     return reporter

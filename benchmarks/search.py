@@ -1,0 +1,65 @@
+"""Row 7: what pruning saves, with the same trial count and seeds, pruned vs. unpruned."""
+
+from __future__ import annotations
+
+from benchmarks import common
+from benchmarks.common import Row
+
+SPACE = """\
+description: digits CNN for the pruning benchmark (%(pruner)s, seed %(seed)d)
+dataset: {name: digits}
+model: {name: cnn, batch_norm: true, dense_units: 32}
+training: {max_epochs: %(epochs)d, batch_size: 64, seed: %(seed)d}
+sampler: {name: tpe, seed: %(seed)d, n_startup_trials: 5}
+pruner: %(pruner_yaml)s
+params:
+  learning_rate: {type: float, low: 1.0e-5, high: 1.0e-1, log: true}
+  optimizer: {type: categorical, choices: [adam, sgd]}
+  filters: {type: categorical, choices: [8, 16, 32]}
+  conv_blocks: {type: int, low: 1, high: 2}
+  dropout: {type: float, low: 0.0, high: 0.5}
+"""
+PRUNERS = {"hyperband": "{name: hyperband, min_resource: 1, reduction_factor: 3}",
+           "none": "{name: none}"}
+
+
+def _sweep(work, pruner: str, seed: int, trials: int, epochs: int) -> dict:
+    import optuna
+
+    name = f"prune_{pruner}_{seed}"
+    space = work / f"{name}.yaml"
+    space.write_text(SPACE % {"pruner": pruner, "seed": seed, "epochs": epochs,
+                              "pruner_yaml": PRUNERS[pruner]})
+    url = f"sqlite:///{work / (name + '.db')}"
+    cmd = [common.python(), "-m", "sweeper", "sweep", str(space), "--workers", "2", "--trials",
+           str(trials), "--storage", url, "--keep-models", "0"]
+    wall, results = common.run_processes([cmd], env=common.child_env(
+        SWEEPER_CACHE_DIR=str(work / "cache")), cwd=work)
+    common.check(results, f"sweep {name}")
+    study = optuna.load_study(study_name=name, storage=url)
+    done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    return {"wall": wall, "epochs": sum(len(t.intermediate_values) for t in done),
+            "best": study.best_value, "pruned": sum(t.state.name == "PRUNED" for t in done),
+            "trials": len(done)}
+
+
+def search_efficiency(quick: bool) -> Row:
+    seeds = [0] if quick else [0, 1, 2]
+    trials, epochs = (12, 9) if quick else (24, 9)
+    work = common.workdir("row7")
+    runs = {"hyperband": [], "none": []}
+    for seed in seeds:  # alternate, so both arms see the same machine conditions
+        for pruner in ("hyperband", "none"):
+            runs[pruner].append(_sweep(work, pruner, seed, trials, epochs))
+    epochs_pruned = sum(r["epochs"] for r in runs["hyperband"])
+    epochs_full = sum(r["epochs"] for r in runs["none"])
+    saved = 1 - epochs_pruned / epochs_full
+    best_gap = [100 * (n["best"] - h["best"]) for h, n in zip(runs["hyperband"], runs["none"])]
+    mean_gap = sum(best_gap) / len(best_gap)
+    return Row(7, f"pruning: {trials} trials x {epochs} epochs, {len(seeds)} seed(s), hyperband vs none",
+               f"{epochs_pruned} epochs, best F1 "
+               + "/".join(f"{r['best']:.4f}" for r in runs["hyperband"]),
+               f"{epochs_full} epochs, best F1 " + "/".join(f"{r['best']:.4f}" for r in runs["none"]),
+               f"{common.pct(saved)} fewer epochs; best F1 {mean_gap:+.2f} points behind (mean)",
+               ">= 50% fewer epochs; best within 0.5 points", saved >= 0.5 and mean_gap <= 0.5,
+               {"runs": runs, "best_gap_points": best_gap})
