@@ -27,7 +27,7 @@ SWEEP_ARGS := $(SPACE) \
 	$(if $(STUDY),--study $(STUDY)) \
 	$(if $(NEW),--new-study)
 
-.PHONY: sweep test check install clean-venv
+.PHONY: sweep test check install clean-venv bench gpu-check
 
 sweep: $(STAMP)
 	$(BIN)/sweeper sweep $(SWEEP_ARGS)
@@ -73,3 +73,18 @@ slurm: $(STAMP)
 	$(BIN)/sweeper slurm $(SPACE) --nodes $(NODES) --gpus-per-node $(GPUS_PER_NODE) --time $(TIME) \
 		$(if $(TRIALS),--trials $(TRIALS)) $(if $(STORAGE),--storage '$(STORAGE)') \
 		$(if $(STUDY),--study $(STUDY)) $(if $(PARTITION),--partition $(PARTITION)) --submit
+
+# Benchmarks (never part of `make test`): QUICK=1 for a few minutes, ONLY=1,3 for some rows.
+BENCH_STAMP := $(VENV)/.installed-bench
+QUICK ?=
+ONLY ?=
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,postgres,mysql,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))
+
+gpu-check: $(STAMP)
+	$(BIN)/python -m benchmarks.gpu_check --space $(SPACE)

@@ -60,6 +60,8 @@ def search_efficiency(quick: bool) -> Row:
                f"{epochs_pruned} epochs, best F1 "
                + "/".join(f"{r['best']:.4f}" for r in runs["hyperband"]),
                f"{epochs_full} epochs, best F1 " + "/".join(f"{r['best']:.4f}" for r in runs["none"]),
-               f"{common.pct(saved)} fewer epochs; best F1 {mean_gap:+.2f} points behind (mean)",
+               f"{common.pct(saved)} fewer epochs; pruned best F1 "
+               + (f"{mean_gap:.2f} points behind" if mean_gap > 0 else f"{-mean_gap:.2f} points ahead")
+               + " (mean)",
                ">= 50% fewer epochs; best within 0.5 points", saved >= 0.5 and mean_gap <= 0.5,
                {"runs": runs, "best_gap_points": best_gap})

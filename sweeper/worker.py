@@ -153,8 +153,7 @@ def run_trials(study, objective, budget: int | None, *, deadline: float | None =
     Any objective works here (the tests use ones without TensorFlow)."""
     import optuna
 
-    storage = study._storage
-    rdb = getattr(storage, "_backend", storage)  # the RDBStorage under Optuna's cache layer
+    rdb = getattr(study._storage, "_backend", study._storage)  # the RDBStorage under Optuna's cache
     lock = BudgetLock(rdb, study.study_name)
     current: dict = {}
     lost_store = store_errors()
