@@ -25,10 +25,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def sample_utilisation(path: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        ["nvidia-smi", "--query-gpu=index,utilization.gpu,memory.used",
-         "--format=csv,noheader,nounits", "-lms", "500"],
-        stdout=open(path, "w"), stderr=subprocess.DEVNULL)
+    with open(path, "w") as out:  # the child keeps its own copy of the file descriptor
+        return subprocess.Popen(
+            ["nvidia-smi", "--query-gpu=index,utilization.gpu,memory.used",
+             "--format=csv,noheader,nounits", "-lms", "500"], stdout=out, stderr=subprocess.DEVNULL)
 
 
 def summarise_utilisation(path: Path) -> dict:

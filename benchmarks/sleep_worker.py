@@ -2,9 +2,9 @@
 
     python -m benchmarks.sleep_worker URL STUDY SECONDS_PER_TRIAL EPOCHS
 
-It runs the real worker loop (`sweeper.worker.run_trials`) on a study made by
-`sweeper.controller.prepare_study`, with the same store settings as a real worker; only the
-objective differs: it sleeps SECONDS_PER_TRIAL in EPOCHS steps, reporting a value after each.
+It opens the study as a real worker does (`sweeper.worker.open_study`: same store settings,
+heartbeats, sampler and pruner) and runs the real worker loop (`sweeper.worker.run_trials`) on
+a study made by `sweeper.controller.prepare_study`; only the objective differs: it sleeps SECONDS_PER_TRIAL in EPOCHS steps, reporting a value after each.
 """
 
 from __future__ import annotations
@@ -55,19 +55,12 @@ def sleep_objective(seconds: float, epochs: int):
 def main(url: str, study_name: str, seconds: str, epochs: str) -> int:
     import optuna
 
-    from sweeper.storage import open_storage
-    from sweeper.worker import BUDGET_ATTR, SPACE_ATTR, run_trials
-
-    from sweeper.space import parse_space
+    from sweeper.worker import open_study, run_trials
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(url, create=False)
-    summary = optuna.load_study(study_name=study_name, storage=storage)
-    space = parse_space(summary.user_attrs[SPACE_ATTR], source="bench-sleep")
-    study = optuna.load_study(study_name=study_name, storage=storage,
-                              sampler=space.make_sampler(), pruner=space.make_pruner())
-    return run_trials(study, sleep_objective(float(seconds), int(epochs)),
-                      summary.user_attrs[BUDGET_ATTR], recycle_after=None)
+    study, _, budget = open_study(url, study_name, worker_id=str(os.getpid()))
+    return run_trials(study, sleep_objective(float(seconds), int(epochs)), budget,
+                      recycle_after=None)
 
 
 if __name__ == "__main__":

@@ -151,8 +151,6 @@ def open_storage(url: str, *, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S, cre
 
     With create=False a missing SQLite file is an error instead of a new empty store.
     """
-    import optuna
-
     path = sqlite_path(url)
     if path is not None:
         if not path.exists() and not create:

@@ -112,16 +112,8 @@ def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = Non
     signal.signal(signal.SIGUSR1, _request_drain)
     worker_id = worker_id or os.environ.get("SWEEPER_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}"
 
-    storage = open_storage(storage_url, heartbeat_s=heartbeat_s, create=False)
-    try:
-        summary = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        raise StorageError(f"no study '{study_name}' in {mask_url(storage_url)}; start it with "
-                           f"'sweeper sweep' or check --study") from None
-    if SPACE_ATTR not in summary.user_attrs:
-        raise StorageError(f"study '{study_name}' was not made by sweeper (no search space stored)")
-    space = parse_space(summary.user_attrs[SPACE_ATTR], source=f"study {study_name}")
-    budget = budget or summary.user_attrs.get(BUDGET_ATTR)
+    study, space, stored_budget = open_study(storage_url, study_name, worker_id, heartbeat_s)
+    budget = budget or stored_budget
 
     configure_backend(threads)
     from sweeper.pipeline.objective import make_objective
@@ -132,11 +124,6 @@ def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = Non
     gc.collect()
     gc.freeze()
 
-    base_seed = space.config["sampler"].get("seed")
-    if base_seed is not None:  # distinct streams per worker, or parallel workers propose twins
-        space.config["sampler"]["seed"] = base_seed + 1000 * _number(worker_id) + len(summary.trials)
-    study = optuna.load_study(study_name=study_name, storage=storage,
-                              sampler=space.make_sampler(), pruner=space.make_pruner())
     attrs = {"worker": worker_id, "host": socket.gethostname(), "pid": os.getpid(),
              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
              "devices": visible_accelerators()}
@@ -144,6 +131,27 @@ def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = Non
         f"{attrs['cuda_visible_devices']!r}) joined study {study_name} in {mask_url(storage_url)}")
     return run_trials(study, make_objective(space, attrs, STOP.is_set), budget, deadline=deadline,
                       recycle_after=recycle_after, max_memory_mb=max_memory_mb)
+
+
+def open_study(storage_url: str, study_name: str, worker_id: str, heartbeat_s: int = 20):
+    """(study with the space's sampler and pruner, space, stored budget) for a worker."""
+    import optuna
+
+    storage = open_storage(storage_url, heartbeat_s=heartbeat_s, create=False)
+    try:
+        summary = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        raise StorageError(f"no study '{study_name}' in {mask_url(storage_url)}; start it with "
+                           f"'sweeper sweep' or check --study") from None
+    if SPACE_ATTR not in summary.user_attrs:
+        raise StorageError(f"study '{study_name}' was not made by sweeper (no search space stored)")
+    space = parse_space(summary.user_attrs[SPACE_ATTR], source=f"study {study_name}")
+    base_seed = space.config["sampler"].get("seed")
+    if base_seed is not None:  # distinct streams per worker, or parallel workers propose twins
+        space.config["sampler"]["seed"] = base_seed + 1000 * _number(worker_id) + len(summary.trials)
+    study = optuna.load_study(study_name=study_name, storage=storage,
+                              sampler=space.make_sampler(), pruner=space.make_pruner())
+    return study, space, summary.user_attrs.get(BUDGET_ATTR)
 
 
 def run_trials(study, objective, budget: int | None, *, deadline: float | None = None,

@@ -7,9 +7,11 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
+import optuna
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,3 +112,32 @@ def run_sweeper(*args, env=None, timeout=600, cwd=None) -> subprocess.CompletedP
     """The real entry point in a child process, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "sweeper", *args], capture_output=True,
                           text=True, env=env, timeout=timeout, cwd=cwd)
+
+
+def load(url: str, name: str) -> optuna.Study:
+    """A study as a reader sees it: the store must already exist."""
+    from sweeper.storage import open_storage
+
+    return optuna.load_study(study_name=name, storage=open_storage(url, create=False))
+
+
+def wait_for_running(url: str, study: str, count: int, sweep: subprocess.Popen,
+                     timeout: float = 180) -> list:
+    """Waits until `count` trials are RUNNING and each has reported an epoch; returns them.
+    Fails the test, with the sweep's output and worker logs, if the sweep ends or time runs out."""
+    running_state = optuna.trial.TrialState.RUNNING
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if sweep.poll() is not None:
+            pytest.fail(f"the sweep ended early: {sweep.communicate()[0]}")
+        try:
+            running = load(url, study).get_trials(states=(running_state,))
+        except Exception:  # the store or the study is not there yet
+            continue
+        if len(running) >= count and all(t.intermediate_values for t in running):
+            return running
+    sweep.kill()
+    logs = "".join(f"\n--- {p}\n" + p.read_text()[-2000:] for p in Path("storage").rglob("*.log"))
+    pytest.fail(f"{count} trials never got running; the sweep said: {sweep.communicate()[0]}"
+                f"{logs}")

@@ -7,10 +7,9 @@ import subprocess
 import sys
 
 import optuna
-import pytest
 
 from benchmarks.gpu_check import check_trials, summarise_utilisation
-from tests.conftest import ROOT
+from conftest import ROOT
 
 
 def _store(tmp_path, trials: list[dict]) -> str:

@@ -10,7 +10,6 @@ import os
 import signal
 import sqlite3
 import time
-from pathlib import Path
 
 import optuna
 import pytest
@@ -135,7 +134,7 @@ def _near_instant_worker(url: str, study_name: str, budget: int, queue) -> None:
 def test_parallel_workers_hit_the_budget_exactly(storage_url, workers, budget):
     """Many workers race for the last slots: exactly `budget` trials, none RUNNING, no error."""
     storage = open_storage(storage_url)
-    study = optuna.create_study(storage=storage, study_name="race")
+    optuna.create_study(storage=storage, study_name="race")
     storage.engine.dispose()
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()

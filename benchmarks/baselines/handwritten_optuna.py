@@ -15,7 +15,6 @@ import threading
 
 def main(trials: str) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
     import numpy as np
     import optuna
     from sklearn.metrics import f1_score

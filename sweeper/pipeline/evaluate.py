@@ -37,9 +37,9 @@ def f1(y_true: np.ndarray, y_pred: np.ndarray, average: str) -> float:
         if not present <= {0, 1}:  # scikit-learn refuses this; let it say so
             return float(f1_score(y_true, y_pred, average=average, zero_division=0))
         return float(per_class[1]) if n > 1 else 0.0
-    labels = denominator > 0  # scikit-learn averages over labels seen in either array
+    seen = denominator > 0  # scikit-learn averages over labels seen in either array
     if average == "macro":
-        return float(per_class[labels].mean())
+        return float(per_class[seen].mean())
     if average == "weighted":
         return float((per_class * true_count).sum() / true_count.sum())
     return float(f1_score(y_true, y_pred, average=average, zero_division=0))

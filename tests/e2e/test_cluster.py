@@ -9,21 +9,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import optuna
 import pytest
 
-from conftest import ROOT, _server_database, run_sweeper
-from sweeper.storage import open_storage
+from conftest import ROOT, _server_database, load, run_sweeper, wait_for_running
 
 pytestmark = pytest.mark.slow
 State = optuna.trial.TrialState
 SLURM_SCRIPTS = ROOT / "tests" / "slurm"
-
-
-def load(url, name):
-    return optuna.load_study(study_name=name, storage=open_storage(url, create=False))
 
 
 @pytest.fixture(scope="module")
@@ -91,15 +85,7 @@ def test_time_limit_warning_drains_workers(project):
                               "20", "--workers", "2"], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            time.sleep(0.5)
-            try:
-                running = load(url, "long_cnn").get_trials(states=(State.RUNNING,))
-            except Exception:
-                continue
-            if len(running) == 2 and all(t.intermediate_values for t in running):
-                break
+        running = wait_for_running(url, "long_cnn", 2, sweep)
         sweep.send_signal(signal.SIGUSR1)
         output = sweep.communicate(timeout=180)[0]
     finally:
@@ -114,10 +100,16 @@ def test_time_limit_warning_drains_workers(project):
     assert len(trials) < 20
 
 
-def restart_postgres() -> None:
+def restart_postgres(down_s: float = 5) -> None:
+    """Stop the server, keep it down a few seconds, start it again. A plain restart is so quick
+    that workers between two store calls may never see it (a pre-pinged pool reconnects)."""
     versions = sorted(os.listdir("/etc/postgresql"))
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart"],
-                   check=True, timeout=120, capture_output=True)
+    cluster = ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main"]
+    subprocess.run([*cluster, "stop"], check=True, timeout=120, capture_output=True)
+    try:
+        time.sleep(down_s)
+    finally:
+        subprocess.run([*cluster, "start"], check=True, timeout=120, capture_output=True)
 
 
 def test_sweep_survives_a_database_restart(project):
@@ -131,15 +123,7 @@ def test_sweep_survives_a_database_restart(project):
                                   "--storage", url], stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
         try:
-            deadline = time.time() + 180
-            while time.time() < deadline:
-                time.sleep(0.5)
-                try:
-                    running = load(url, "long_cnn").get_trials(states=(State.RUNNING,))
-                except Exception:
-                    continue
-                if len(running) == 2 and all(t.intermediate_values for t in running):
-                    break
+            wait_for_running(url, "long_cnn", 2, sweep)
             done_before = [t.number for t in load(url, "long_cnn").trials
                            if t.state == State.COMPLETE]
             restart_postgres()

@@ -7,21 +7,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import optuna
 import psutil
 import pytest
 
-from conftest import run_sweeper
-from sweeper.storage import open_storage
+from conftest import load, run_sweeper, wait_for_running
 
 pytestmark = pytest.mark.slow
 State = optuna.trial.TrialState
-
-
-def load(url: str, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=open_storage(url, create=False))
 
 
 def test_sweep_pins_workers_prunes_and_resumes(project, fake_nvidia_smi):
@@ -74,17 +68,7 @@ def test_sigterm_stops_workers_within_10s_and_a_rerun_resumes(project):
         [sys.executable, "-m", "sweeper", "sweep", "long_cnn", "--trials", "40", "--workers", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline:  # wait until both workers are inside a trial
-            time.sleep(0.5)
-            try:
-                running = load(url, "long_cnn").get_trials(states=(State.RUNNING,))
-            except Exception:  # the store or the study is not there yet
-                continue
-            if len(running) == 2 and all(t.intermediate_values for t in running):
-                break
-        else:
-            pytest.fail("the workers never got a trial running")
+        wait_for_running(url, "long_cnn", 2, controller)  # both workers inside a trial
         workers = [p.pid for p in psutil.Process(controller.pid).children()]
         started = time.time()
         controller.send_signal(signal.SIGTERM)
@@ -117,24 +101,6 @@ def test_sigterm_stops_workers_within_10s_and_a_rerun_resumes(project):
     retried = [t for t in done if "failed_trial" in t.system_attrs]
     assert sorted(t.system_attrs["failed_trial"] for t in retried) == sorted(
         t.number for t in interrupted)
-
-
-def wait_for_running(url: str, study: str, count: int, controller, timeout: float = 180) -> list:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        time.sleep(0.5)
-        if controller.poll() is not None:
-            pytest.fail(f"the sweep ended early: {controller.communicate()[0]}")
-        try:
-            running = load(url, study).get_trials(states=(State.RUNNING,))
-        except Exception:  # the store or the study is not there yet
-            continue
-        if len(running) >= count and all(t.intermediate_values for t in running):
-            return running
-    controller.kill()
-    logs = "".join(f"\n--- {p}\n" + p.read_text()[-2000:] for p in Path("storage").rglob("*.log"))
-    pytest.fail(f"{count} trials never got running; the sweep said: {controller.communicate()[0]}"
-                f"{logs}")
 
 
 def test_a_killed_worker_is_replaced_and_its_trial_retried(project):
