@@ -13,6 +13,11 @@ GPUS ?=
 WORKERS_PER_GPU ?=
 WORKERS ?=
 STORAGE ?=
+# The store URL reaches sweeper through its environment, never its command line, where `ps`
+# would show a password to every user of the machine.
+ifneq ($(STORAGE),)
+export SWEEPER_STORAGE := $(STORAGE)
+endif
 STUDY ?=
 NEW ?=
 PYTEST_ARGS ?=
@@ -23,7 +28,6 @@ SWEEP_ARGS := $(SPACE) \
 	$(if $(GPUS),--gpus $(GPUS)) \
 	$(if $(WORKERS_PER_GPU),--workers-per-gpu $(WORKERS_PER_GPU)) \
 	$(if $(WORKERS),--workers $(WORKERS)) \
-	$(if $(STORAGE),--storage '$(STORAGE)') \
 	$(if $(STUDY),--study $(STUDY)) \
 	$(if $(NEW),--new-study)
 
@@ -55,13 +59,13 @@ TOP ?= 10
 
 .PHONY: dashboard report status
 dashboard: $(STAMP)
-	$(BIN)/sweeper dashboard $(SPACE) $(if $(STORAGE),--storage '$(STORAGE)') --host $(HOST) --port $(PORT)
+	$(BIN)/sweeper dashboard $(SPACE) --host $(HOST) --port $(PORT)
 
 report: $(STAMP)
-	$(BIN)/sweeper report $(SPACE) $(if $(STORAGE),--storage '$(STORAGE)') $(if $(STUDY),--study $(STUDY)) --top $(TOP)
+	$(BIN)/sweeper report $(SPACE) $(if $(STUDY),--study $(STUDY)) --top $(TOP)
 
 status: $(STAMP)
-	$(BIN)/sweeper status $(SPACE) $(if $(STORAGE),--storage '$(STORAGE)')
+	$(BIN)/sweeper status $(SPACE)
 
 NODES ?= 1
 GPUS_PER_NODE ?= 1
@@ -71,7 +75,7 @@ PARTITION ?=
 .PHONY: slurm
 slurm: $(STAMP)
 	$(BIN)/sweeper slurm $(SPACE) --nodes $(NODES) --gpus-per-node $(GPUS_PER_NODE) --time $(TIME) \
-		$(if $(TRIALS),--trials $(TRIALS)) $(if $(STORAGE),--storage '$(STORAGE)') \
+		$(if $(TRIALS),--trials $(TRIALS)) \
 		$(if $(STUDY),--study $(STUDY)) $(if $(PARTITION),--partition $(PARTITION)) --submit
 
 # Benchmarks (never part of `make test`): QUICK=1 for a few minutes, ONLY=1,3 for some rows.

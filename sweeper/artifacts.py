@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sweeper.paths import private_folder
+
 ARTIFACT_DIR_ENV = "SWEEPER_ARTIFACT_DIR"
 KEEP_MODELS_ATTR = "sweeper.keep_models"
 MODEL_ATTR = "sweeper.model_artifact"
@@ -30,7 +32,7 @@ def artifact_store(folder: Path | None = None):
     from optuna.artifacts import FileSystemArtifactStore
 
     folder = Path(folder or artifact_dir())
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_folder(folder)
     return FileSystemArtifactStore(str(folder))
 
 

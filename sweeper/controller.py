@@ -6,6 +6,7 @@ only through the store, and to their processes only with signals.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -18,12 +19,14 @@ from pathlib import Path
 
 
 from sweeper.artifacts import ARTIFACT_DIR_ENV, DEFAULT_KEEP_MODELS, KEEP_MODELS_ATTR, artifact_dir
-from sweeper.errors import StorageError, SweepFailed
+from sweeper.errors import StorageError, SweeperError, SweepFailed
 from sweeper.gpus import Slot, gpu_names, threads_per_worker
+from sweeper.paths import check_study_name, private_folder, study_folder
 from sweeper.space import SearchSpace
-from sweeper.study_info import record_run, write_note
-from sweeper.storage import (STORAGE_ENV, TrialCounts, count_trials, mask_url, open_storage,
-                             retry_callback, sqlite_path, store_errors)
+from sweeper.study_info import masked_command, record_run, write_note
+from sweeper.storage import (STORAGE_ENV, SweepLock, TrialCounts, count_trials, describe_store_error,
+                             mask_url, open_storage, retry_callback, sqlite_path, store_errors,
+                             store_problem, store_reason, store_trouble)
 from sweeper.worker import (BUDGET_ATTR, EXIT_DONE, EXIT_INTERRUPTED, EXIT_RECYCLE, HASH_ATTR,
                             SPACE_ATTR)
 
@@ -33,6 +36,7 @@ CRASH_WINDOW_S = 600
 POLL_S = 0.5
 STORE_RETRY_S = 2
 NOTE_EVERY_S = 60  # the study note (best so far) shown by optuna-dashboard
+CONTROLLER_ATTR = "sweeper.controller"  # who is sweeping the study now
 
 
 @dataclass
@@ -65,13 +69,11 @@ def prepare_study(space: SearchSpace, storage_url: str, study_name: str, trials:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    check_study_name(study_name)
     storage = open_storage(storage_url)
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    if new_study:
-        base, n = study_name, 2
-        while study_name in existing:
-            study_name, n = f"{base}-{n}", n + 1
-    elif study_name in existing:
+    study_name = free_study_name(study_name, existing) if new_study else study_name
+    if study_name in existing:
         stored = existing[study_name].user_attrs.get(HASH_ATTR)
         if stored is None:
             raise StorageError(f"study '{study_name}' in {mask_url(storage_url)} was not made by "
@@ -93,6 +95,21 @@ def prepare_study(space: SearchSpace, storage_url: str, study_name: str, trials:
     return storage, study
 
 
+def free_study_name(base: str, existing) -> str:
+    """base, else the first of base-2, base-3... not in `existing`."""
+    name, n = base, 2
+    while name in existing:
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+def study_names(storage_url: str) -> list[str]:
+    import optuna
+
+    return [s.study_name for s in optuna.get_all_study_summaries(
+        open_storage(storage_url), include_best_trial=False)]
+
+
 class Controller:
     def __init__(self, space: SearchSpace, storage_url: str, study_name: str, slots: list[Slot],
                  options: SweepOptions, out=sys.stdout):
@@ -107,15 +124,24 @@ class Controller:
     # -- public ------------------------------------------------------------------------------
 
     def run(self) -> int:
-        self.storage, self.study = prepare_study(self.space, self.storage_url, self.study_name,
-                                                 self.options.trials, self.options.new_study,
-                                                 self.options.keep_models)
-        record_run(self.study, self.slots, gpu_names())
-        write_note(self.study, self.storage, self.space)
+        check_study_name(self.study_name)  # before anything is written
+        with store_trouble(self.storage_url):
+            if self.options.new_study:
+                self.study_name = free_study_name(self.study_name, study_names(self.storage_url))
+            self._take_sweep_lock()
+            self.storage, self.study = prepare_study(
+                self.space, self.storage_url, self.study_name, self.options.trials,
+                keep_models=self.options.keep_models)
+            self.study.set_user_attr(CONTROLLER_ATTR, {
+                "host": socket.gethostname(), "pid": os.getpid(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "command": masked_command(["sweeper", *sys.argv[1:]])})
+            record_run(self.study, self.slots, gpu_names())
+            write_note(self.study, self.storage, self.space)
+            counts = count_trials(self.storage, self.study._study_id)
         self.study_name = self.study.study_name
-        self.log_dir = self.options.log_dir / self.study_name
-        self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        counts = count_trials(self.storage, self.study._study_id)
+        self.log_dir = study_folder(self.options.log_dir, self.study_name)
+        private_folder(self.log_dir)
         self.finished_at_start = counts.finished
         self.say(f"study '{self.study_name}' in {mask_url(self.storage_url)}: "
                  f"{counts.finished} of {self.options.trials} trials already done"
@@ -133,8 +159,29 @@ class Controller:
             self._stop_workers(wait_first=code == 0)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self.sweep_lock.release()
         self._summary()
         return code
+
+    def _take_sweep_lock(self) -> None:
+        """One controller per study: a second one would put twice the workers on the GPUs."""
+        self.sweep_lock = SweepLock(self.storage_url, self.study_name)
+        if self.sweep_lock.try_acquire():
+            return
+        holder = {}
+        with contextlib.suppress(KeyError):
+            import optuna
+
+            study = optuna.load_study(study_name=self.study_name, storage=open_storage(
+                self.storage_url, heartbeat_s=None, create=False))
+            holder = study.user_attrs.get(CONTROLLER_ATTR) or {}
+        who = (f"by '{holder.get('command', 'sweeper sweep')}' (pid {holder.get('pid', '?')} on "
+               f"{holder.get('host', '?')}, since {holder.get('started', '?')})") if holder else \
+            "by another sweeper"
+        raise StorageError(
+            f"study '{self.study_name}' in {mask_url(self.storage_url)} is already being swept "
+            f"{who}; wait for it, stop it (Ctrl-C there), add machines with 'sweeper worker "
+            f"--study {self.study_name}', or start another study with --new-study")
 
     def say(self, message: str) -> None:
         print(message, file=self.out, flush=True)
@@ -151,7 +198,9 @@ class Controller:
             try:
                 done = self._watch_once()
             except lost_store as e:  # the database restarts: wait for it
-                self.say(f"store unreachable ({_first_line(e)}); retrying")
+                if store_problem(e, midway=True):  # full disk, read-only, credentials
+                    raise StorageError(describe_store_error(self.storage_url, e)) from None
+                self.say(f"store unreachable ({store_reason(e)}); retrying")
                 time.sleep(STORE_RETRY_S)
                 continue
             if done:
@@ -217,8 +266,9 @@ class Controller:
 
     def _on_crash(self, worker: _Worker, code: int) -> None:
         last = _last_line(worker.log_path)
-        if code == 2:  # a user error (bad data, bad model function): restarting cannot help
-            raise SweepFailed(f"worker {worker.slot.worker_id} stopped: {last}")
+        if code == 2:  # a user error (bad data, a full store...): restarting cannot help
+            raise SweeperError(f"worker {worker.slot.worker_id} stopped: "
+                               f"{last.removeprefix('sweeper: error: ')}")
         now = time.time()
         worker.crashes = [t for t in worker.crashes if now - t < CRASH_WINDOW_S] + [now]
         self.say(f"worker {worker.slot.worker_id} exited with code {code}: {last}; restarting")
@@ -358,10 +408,6 @@ class Controller:
         self.say(f"inspect it: sweeper dashboard {self.space.name} {target}".rstrip()
                  + f"   (or: make dashboard SPACE={self.space.name})")
         self.say(f"report:     sweeper report {self.space.name} {target}".rstrip())
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(getattr(error, "orig", error)).strip().splitlines() or [""])[0][:200]
 
 
 def _short(value) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from sweeper.errors import StorageError, SweeperError
+from sweeper.paths import private_folder, study_folder
 from sweeper.storage import count_trials, mask_url, open_storage
 
 REPORTS_DIR = Path("storage") / "reports"
@@ -174,8 +175,8 @@ def report(url: str, study_name: str, top: int = 10, out_dir: Path | None = None
     if weights:
         lines += ["", "hyperparameter importances:"]
         lines += [f"  {name:<20} {value:.3f}" for name, value in weights.items()]
-    folder = Path(out_dir or REPORTS_DIR / study_name)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = Path(out_dir or study_folder(REPORTS_DIR, study_name))
+    private_folder(folder)
     write_figures(study, folder, "\n".join(lines))
     lines += ["", f"report: {folder / 'report.html'} (and PNG plots beside it)"]
     return "\n".join(lines), folder
@@ -296,8 +297,8 @@ def retrain(url: str, study_name: str, params_file: Path | None = None,
     model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True)
     metrics = evaluate.test_metrics(data.y_test, evaluate.predict_classes(model, data.x_test),
                                     space.config["objective"]["average"])
-    folder = Path(out_dir or MODELS_DIR / study_name)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = Path(out_dir or study_folder(MODELS_DIR, study_name))
+    private_folder(folder)
     model_path = folder / f"best_trial_{chosen['trial']}.keras"
     model.save(model_path)
     result = {"study": study_name, "trial": chosen["trial"], "seed": seed, "epochs": epochs,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweeper.errors import SweeperError
+from sweeper.paths import private_folder, study_folder
 from sweeper.storage import STORAGE_ENV, mask_url
 
 SLURM_DIR = Path("storage") / "slurm"
@@ -101,8 +102,8 @@ def render_script(job: SlurmJob, project_dir: Path, log_dir: Path) -> str:
 
 def write_script(job: SlurmJob, project_dir: Path | None = None) -> Path:
     project_dir = (project_dir or Path.cwd()).resolve()
-    folder = (SLURM_DIR / job.study).resolve()
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = study_folder(SLURM_DIR, job.study).resolve()
+    private_folder(folder)
     path = folder / "sweep.sbatch"
     path.write_text(render_script(job, project_dir, folder))
     path.chmod(0o700)

@@ -11,6 +11,8 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
+import shlex
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
 from sweeper.errors import StorageError
+from sweeper.paths import private_folder
 
 STORAGE_ENV = "SWEEPER_STORAGE"
 STORAGE_DIR = Path("storage")
@@ -159,7 +162,8 @@ def open_storage(url: str, *, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S, cre
             _make_private_dir(path.parent)
             # Switch a new file to WAL once, before any pool exists: the switch needs the file
             # to itself, which is easy now and contended once workers connect.
-            with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as conn:
+            with store_trouble(url, "cannot open study store"), \
+                    contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as conn:
                 conn.execute("PRAGMA journal_mode=WAL")
     kwargs = {}
     try:
@@ -177,11 +181,17 @@ def open_storage(url: str, *, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S, cre
     except ImportError as e:
         raise StorageError(f"{mask_url(url)}: no database driver ({e}); "
                            "pip install 'sweeper[postgres]' or 'sweeper[mysql]'") from None
-    except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error) as e:
-        reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
-        raise StorageError(f"cannot open study store {mask_url(url)}: {reason}") from None
+    except (*store_errors(), sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, OSError) as e:
+        raise StorageError(describe_store_error(url, e, "cannot open study store")) from None
     except RuntimeError as e:  # Optuna's schema version check
-        raise StorageError(f"{mask_url(url)}: {e}".splitlines()[0]) from None
+        if "storage upgrade" not in str(e):
+            raise
+        written_by = re.search(r"set up by optuna ([\w.]+)", str(e))
+        raise StorageError(
+            f"study store {mask_url(url)} was written by an older Optuna "
+            f"({written_by.group(1) if written_by else 'unknown version'}) than this one "
+            f"({_optuna_version()}); back it up, then run: "
+            f"optuna storage upgrade --storage {shlex.quote(mask_url(url))}") from None
     if path is not None:
         event.listen(storage.engine, "begin", _begin_immediate)
     return storage
@@ -229,6 +239,95 @@ def store_errors() -> tuple:
     return (sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError)
 
 
+# What retrying cannot fix, and what to do instead. Each store's wording, lower-cased.
+_PROBLEMS = (
+    (("database or disk is full", "no space left on device", "could not extend file",
+      "file too large", "disk full", "is full"),
+     "the disk holding the store is full: free space, then run the same command again to resume "
+     "(finished trials are kept)"),
+    (("readonly database", "read-only file system", "read only", "permission denied",
+      "unable to open database file"),
+     "the store is not writable here: pick a writable --storage path or fix its permissions"),
+    (("password authentication failed", "access denied", "authentication failed",
+      "no password supplied", "role \"", "not permitted to log in"),
+     "check the user name and password in the URL (or SWEEPER_STORAGE)"),
+    (("version_info", "no such table", "doesn't exist"),
+     "the database holds no Optuna studies yet: run a sweep first, or check the URL"),
+    (("does not exist", "unknown database"),
+     "create the database first (e.g. createdb NAME) or fix its name in the URL"),
+    (("connection refused", "could not translate host name", "name or service not known",
+      "can't connect", "timeout expired", "unknown mysql server host", "no route to host",
+      "temporary failure in name resolution"),
+     "is the database server running and reachable from here? check host and port"),
+)
+# Of those, the ones that stop a running sweep; an unreachable server is waited for instead.
+_FATAL_MIDWAY = 3
+
+
+def store_problem(error: BaseException, midway: bool = False) -> str | None:
+    """The fix for a store error that retrying cannot cure, else None. With midway=True, only
+    the problems that should stop a running sweep (full, read-only, credentials)."""
+    text_ = " ".join(str(e) for e in _chain(error)).lower()
+    problems = _PROBLEMS[:_FATAL_MIDWAY] if midway else _PROBLEMS
+    for needles, fix in problems:
+        if any(needle in text_ for needle in needles):
+            return fix
+    return None
+
+
+def store_cause(error: BaseException) -> BaseException | None:
+    """The store error behind `error`, if any. Optuna sometimes replaces one with its own
+    StorageInternalError or, when a trial's result cannot be written, an AssertionError."""
+    errors = (*store_errors(), sqlite3.Error)
+    return next((e for e in _chain(error) if isinstance(e, errors)), None)
+
+
+def describe_store_error(url: str, error: BaseException, what: str = "study store") -> str:
+    """One line: the masked URL, the database's own reason, and the fix when we know it."""
+    reason = store_reason(error)
+    password = _password(url)
+    if password:  # a driver may echo the URL back
+        reason = reason.replace(password, "***")
+    fix = store_problem(error)
+    return f"{what} {mask_url(url)}: {reason}" + (f"; {fix}" if fix else "")
+
+
+def store_reason(error: BaseException) -> str:
+    """The first line of the innermost error: the driver's own words, not its wrappers'."""
+    return (str(_chain(error)[-1]).strip().splitlines() or ["?"])[0][:300]
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """error, then what caused it, and so on."""
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+@contextlib.contextmanager
+def store_trouble(url: str, what: str = "study store"):
+    """Turns store errors into the one-line StorageError (exit 2), the URL's password masked."""
+    try:
+        yield
+    except (*store_errors(), sqlite3.Error, OSError) as e:  # OSError: lock files beside it
+        raise StorageError(describe_store_error(url, e, what)) from None
+
+
+def _password(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except sqlalchemy.exc.ArgumentError:
+        return None
+
+
+def _optuna_version() -> str:
+    import optuna
+
+    return optuna.__version__
+
+
 def retry_callback():
     """Queues a failed trial again with its params, at most 3 times; shared by heartbeats and
     by workers that are stopped mid-trial."""
@@ -240,7 +339,7 @@ def retry_callback():
 
 def _make_private_dir(folder: Path) -> None:
     try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_folder(folder)
     except OSError as e:
         raise StorageError(f"cannot create {folder}: {e.strerror}; pick a writable --storage") from None
 
@@ -361,3 +460,59 @@ class BudgetLock:
                 conn.commit()
             finally:
                 conn.close()
+
+
+class SweepLock:
+    """Held by a study's controller for as long as it runs, so a second `sweeper sweep` on the
+    same study is refused instead of doubling the workers on the same GPUs. (More machines join
+    with `sweeper worker`, which takes no such lock.)
+
+    SQLite: a file lock beside the store. PostgreSQL: a session advisory lock; MySQL: GET_LOCK,
+    each on a connection of its own. The kernel or the server releases it if the holder dies.
+    """
+
+    def __init__(self, storage_url: str, study_name: str):
+        self._url = storage_url
+        digest = hashlib.sha256(f"sweep:{study_name}".encode()).hexdigest()
+        self._key = int(digest[:15], 16)
+        self._name = f"sweeper-sweep-{digest[:16]}"
+        path = sqlite_path(storage_url)
+        self._lock_path = Path(f"{path}.{digest[:12]}.sweep-lock") if path is not None else None
+        self._file = None
+        self._engine = self._conn = None
+
+    def try_acquire(self) -> bool:
+        """True if this process now holds the lock; False if another sweep does."""
+        if self._lock_path is not None:
+            _make_private_dir(self._lock_path.parent)
+            self._file = open(self._lock_path, "a+")
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._file.close()
+                self._file = None
+                return False
+            return True
+        self._engine = sqlalchemy.create_engine(self._url, poolclass=sqlalchemy.pool.NullPool)
+        self._conn = self._engine.connect()
+        if self._engine.dialect.name == "postgresql":
+            got = self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self._key})
+        else:
+            got = self._conn.execute(text("SELECT GET_LOCK(:n, 0)"), {"n": self._name})
+        held = bool(got.scalar())
+        self._conn.commit()
+        if not held:
+            self.release()
+        return held
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing drops the flock
+            self._file = None
+        if self._conn is not None:
+            with contextlib.suppress(*store_errors()):
+                self._conn.close()  # a session lock ends with its session
+            self._conn = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None

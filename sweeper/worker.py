@@ -22,8 +22,9 @@ import warnings
 
 from sweeper.errors import StorageError, SweeperError
 from sweeper.space import parse_space
-from sweeper.storage import (BudgetLock, count_trials, mask_url, open_storage, retry_callback,
-                             store_errors)
+from sweeper.storage import (BudgetLock, count_trials, describe_store_error, mask_url,
+                             open_storage, retry_callback, store_cause, store_errors,
+                             store_problem, store_reason, store_trouble)
 
 EXIT_DONE, EXIT_RECYCLE, EXIT_FAILING, EXIT_INTERRUPTED = 0, 3, 1, 130
 # Below this many free slots, workers take the budget lock before starting a trial, so racing
@@ -112,7 +113,8 @@ def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = Non
     signal.signal(signal.SIGUSR1, _request_drain)
     worker_id = worker_id or os.environ.get("SWEEPER_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}"
 
-    study, space, stored_budget = open_study(storage_url, study_name, worker_id, heartbeat_s)
+    with store_trouble(storage_url):
+        study, space, stored_budget = open_study(storage_url, study_name, worker_id, heartbeat_s)
     budget = budget or stored_budget
 
     configure_backend(threads)
@@ -210,11 +212,20 @@ def run_trials(study, objective, budget: int | None, *, deadline: float | None =
             # already collects in keras.backend.clear_session().
             study.optimize(claimed_objective, n_trials=1, catch=(Exception,),
                            callbacks=[lambda _, frozen: current.update(frozen=frozen)])
-        except (_StoreLost, *lost_store) as e:
+        except (_StoreLost, AssertionError, *lost_store) as e:
             # The database went away (restart, network): wait for it, then queue the trial
             # it cut short again, like an interrupted one.
+            cause = store_cause(e)
+            if cause is None:  # an AssertionError with no store error behind it: a bug
+                raise
             lock.release()
-            if not _wait_for_store(rdb, study._study_id, e.__cause__ or e):
+            if store_problem(cause, midway=True):  # full disk, read-only, credentials
+                try:  # queue the cut-short trial again while the store may still take it
+                    _close_interrupted(study, current.get("trial"))
+                except lost_store:
+                    pass  # it stays RUNNING; the next run's heartbeat check retries it
+                raise StorageError(describe_store_error(str(rdb.url), cause)) from None
+            if not _wait_for_store(rdb, study._study_id, cause):
                 return EXIT_FAILING
             _close_interrupted(study, current.get("trial"))
             continue
@@ -251,8 +262,7 @@ class _StoreLost(KeyboardInterrupt):
 
 def _wait_for_store(rdb, study_id: int, error: BaseException) -> bool:
     """Retry with backoff until the store answers again (True) or for 10 minutes (False)."""
-    reason = (str(getattr(error, "orig", error)).strip().splitlines() or [""])[0][:200]
-    log(f"store unreachable ({reason}); retrying with backoff")
+    log(f"store unreachable ({store_reason(error)}); retrying with backoff")
     started, wait = time.time(), 0.5
     while time.time() - started < STORE_OUTAGE_LIMIT_S:
         time.sleep(wait)
@@ -272,7 +282,9 @@ def _slot_free(storage, study_id: int, budget: int | None, lock: BudgetLock) -> 
     if budget is None:
         return True, False
     counts = count_trials(storage, study_id)
-    if counts.waiting == 0 and budget - counts.claimed <= LOCK_MARGIN:
+    # Waiting retries too: two workers that both saw one would both start, and the one that
+    # found it gone would create a new trial past the budget.
+    if budget - counts.claimed <= LOCK_MARGIN:
         lock.acquire()
         counts = count_trials(storage, study_id)
     return counts.may_start(budget), counts.running > 0

@@ -15,8 +15,8 @@ import optuna
 import pytest
 
 from sweeper.errors import StorageError
-from sweeper.storage import (BudgetLock, count_trials, default_storage_url, mask_url, open_storage,
-                             resolve_storage_url, retry_callback, sqlite_path)
+from sweeper.storage import (BudgetLock, SweepLock, count_trials, default_storage_url, mask_url,
+                             open_storage, resolve_storage_url, retry_callback, sqlite_path)
 from sweeper.worker import EXIT_DONE, run_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -109,6 +109,34 @@ def _take_lock(url, event):
     lock.release()
 
 
+def test_one_sweep_lock_per_study_released_when_its_holder_dies(storage_url):
+    open_storage(storage_url)  # the store exists, as it does once a sweep has begun
+    ctx = multiprocessing.get_context("spawn")
+    holding, stop = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_sweep_lock, args=(storage_url, "busy", holding, stop))
+    holder.start()
+    assert holding.wait(30), "the first sweep could not take the lock"
+    second = SweepLock(storage_url, "busy")
+    assert not second.try_acquire(), "a second sweep took the lock of a running one"
+    other_study = SweepLock(storage_url, "another")
+    assert other_study.try_acquire(), "the lock of one study blocked another study"
+    other_study.release()
+    holder.kill()  # no clean release: the kernel or the server must free it
+    holder.join(20)
+    deadline = time.time() + 20
+    while not second.try_acquire():
+        assert time.time() < deadline, "the lock of a killed sweep was never released"
+        time.sleep(0.2)
+    second.release()
+
+
+def _hold_sweep_lock(url, study, holding, stop):
+    lock = SweepLock(url, study)
+    if lock.try_acquire():
+        holding.set()
+    stop.wait(120)
+
+
 def _near_instant_worker(url: str, study_name: str, budget: int, queue) -> None:
     """A worker whose trials report 5 'epochs' and end at once (no TensorFlow)."""
     import os
@@ -152,6 +180,29 @@ def test_parallel_workers_hit_the_budget_exactly(storage_url, workers, budget):
     assert len(trials) == budget
     assert states.count(optuna.trial.TrialState.COMPLETE) == budget
     assert all(len(t.intermediate_values) == 5 for t in trials)
+
+
+def test_workers_racing_for_one_waiting_retry_start_it_once(storage_url):
+    """The budget is taken but for one queued retry: of 8 workers that all see it, one runs it
+    and none creates a trial past the budget."""
+    storage = open_storage(storage_url, heartbeat_s=None)
+    study = optuna.create_study(storage=storage, study_name="retry-race")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=5)
+    failed = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    retry_callback()(study, study.trials[failed.number])
+    storage.engine.dispose()
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_near_instant_worker, args=(storage_url, "retry-race", 6, queue))
+             for _ in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    assert [p.exitcode for p in procs] == [0] * 8
+    counts = count_trials(open_storage(storage_url), study._study_id)
+    assert (counts.complete, counts.failed, counts.running, counts.waiting) == (6, 1, 0, 0)
 
 
 def test_many_processes_may_create_the_same_store_at_once(storage_url):
