@@ -45,3 +45,13 @@ def crashing_model(hp, input_shape, num_classes):
     import signal
 
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def flaky_dense(hp, input_shape, num_classes):
+    """A small dense model that, by its `fault` draw, fails at build time (a bug in user code)
+    or yields NaN from the first batch (a diverging run); otherwise trains normally."""
+    if hp["fault"] < 0.08:
+        raise RuntimeError("injected failure")
+    if hp["fault"] < 0.16:
+        return nan_model(hp, input_shape, num_classes)
+    return small_dense(hp, input_shape, num_classes)
