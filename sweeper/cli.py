@@ -7,6 +7,7 @@ A user error prints one line and exits 2; bugs keep their traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 
@@ -16,13 +17,53 @@ EPILOG_SWEEP = """examples:
   sweeper sweep cnn_lr                         # defaults: 40 trials, every GPU (or CPU workers)
   sweeper sweep cnn_lr --trials 12 --timeout 8h --gpus 0,1 --workers-per-gpu 2
   sweeper sweep mlp_breast_cancer --workers 2 --storage postgresql+psycopg://me@db/sweeps
-Rerunning the same command resumes the study until the trial budget is reached."""
+Rerunning the same command resumes the study until the trial budget is reached.
+One sweep per study at a time: a second is refused while the first runs; on another machine
+sharing a PostgreSQL/MySQL store, add --join to add its workers to the running sweep."""
 
 EPILOG_WORKER = """example (on each machine, same store and study; GPUs from CUDA_VISIBLE_DEVICES):
   SWEEPER_STORAGE=postgresql+psycopg://me@db/sweeps sweeper worker --study cnn_lr"""
 
 EPILOG_CHECK = """example:
   sweeper check cnn_lr        # validates search_spaces/cnn_lr.yaml, writes nothing"""
+
+
+# Counts past this are typos; they would also overflow timers and C ints further on.
+MAX_COUNT = 10**9
+
+
+class _Parser(argparse.ArgumentParser):
+    """A bad argument is one line and exit code 2, like every other user error (no usage block)."""
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        command = getattr(parsed, "command", None)
+        prog = f"{self.prog} {command}" if command else self.prog
+        if extras:  # found at the top level: point at the help of the command they came with
+            self._exit_with(f"unrecognized arguments: {' '.join(extras)}", prog)
+        for dest, value in vars(parsed).items():
+            # No option takes a list, but argparse (3.11) reads `--trials=--` as [].
+            if isinstance(value, list):
+                self._exit_with(f"argument --{dest.replace('_', '-')}: expected one argument",
+                                prog)
+        return parsed
+
+    def error(self, message: str):
+        self._exit_with(message, self.prog)
+
+    def _exit_with(self, message: str, prog: str):
+        self.exit(2, f"sweeper: error: {_one_line(message)} (see '{prog} --help')\n")
+
+
+def _one_line(text: str) -> str:
+    """Escapes line breaks and other control characters a user's argument may bring."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _shown(text) -> str:
+    """A user's value in a message: quoted, escaped and cut short."""
+    text = repr(text)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_duration(text: str) -> float:
@@ -33,26 +74,50 @@ def parse_duration(text: str) -> float:
     else:
         parts = re.findall(r"(\d+(?:\.\d+)?)([dhms])", text)
         if not parts or "".join(n + u for n, u in parts) != text:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write e.g. 8h, 30m, 1h30m")
+            raise argparse.ArgumentTypeError(
+                f"{_shown(text)} is not a duration; write e.g. 8h, 30m, 1h30m")
         factor = {"d": 86400, "h": 3600, "m": 60, "s": 1}
         seconds = sum(float(n) * factor[u] for n, u in parts)
+    if not math.isfinite(seconds):  # a few hundred digits read as infinity
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: a duration must be finite")
     if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a duration must be positive")
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: a duration must be positive")
     return seconds
 
 
-def positive_int(text: str) -> int:
+def int_between(low: int, high: int):
+    """A validator of whole numbers from low to high."""
+
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:  # also more than 4300 digits
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{_shown(value)} must be at least {low}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"{_shown(value)} must be at most {high}")
+        return value
+
+    return check
+
+
+positive_int = int_between(1, MAX_COUNT)
+non_negative_int = int_between(0, MAX_COUNT)
+
+
+def unix_time(text: str) -> float:
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a unix time") from None
+    if not math.isfinite(value) or value < 0:  # nan would never pass, inf never come
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a unix time")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sweeper",
         description="Hyperparameter sweeps of Keras models on every GPU, in an Optuna study store.",
         epilog="example:\n  sweeper sweep cnn_lr --trials 12\nrun 'sweeper COMMAND --help' for more",
@@ -71,17 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--gpus", default=None,
                        help="GPU indices to use, e.g. 0,1 (default: CUDA_VISIBLE_DEVICES, else "
                             "nvidia-smi; '' for none)")
-    sweep.add_argument("--workers-per-gpu", type=positive_int, default=1,
+    sweep.add_argument("--workers-per-gpu", type=int_between(1, 64), default=1,
                        help="worker processes per GPU (default 1)")
-    sweep.add_argument("--workers", type=positive_int, default=None,
+    sweep.add_argument("--workers", type=int_between(1, 1024), default=None,
                        help="CPU workers when there is no GPU (default: cores, at most 8)")
     _storage_args(sweep)
     sweep.add_argument("--study", default=None, help="study name (default: the space name)")
     sweep.add_argument("--new-study", action="store_true",
                        help="start a fresh study (NAME-2, NAME-3...) instead of resuming")
+    sweep.add_argument("--join", action="store_true",
+                       help="add this machine's workers to a study another sweep is running "
+                            "(its budget stays); without it a second sweep of a study is refused")
     sweep.add_argument("--recycle-after", type=positive_int, default=25,
                        help="replace a worker by a fresh process after this many trials (default 25)")
-    sweep.add_argument("--keep-models", type=int, default=3,
+    sweep.add_argument("--keep-models", type=non_negative_int, default=3,
                        help="keep the trained model file of the best K trials only (default 3)")
     sweep.add_argument("--max-worker-memory-mb", type=positive_int, default=8192,
                        help="replace a worker whose memory grows past this (default 8192)")
@@ -94,13 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--worker-id", default=None, help="a name for this worker in the store")
     worker.add_argument("--trials", type=positive_int, default=None,
                         help="budget (default: the one stored by 'sweeper sweep')")
-    worker.add_argument("--deadline", type=float, default=None,
+    worker.add_argument("--deadline", type=unix_time, default=None,
                         help="unix time after which no trial is started")
     worker.add_argument("--recycle-after", type=positive_int, default=25,
                         help="exit (code 3) after this many trials so a fresh process takes over")
     worker.add_argument("--max-memory-mb", type=positive_int, default=None,
                         help="exit (code 3) once resident memory passes this")
-    worker.add_argument("--threads", type=positive_int, default=None,
+    worker.add_argument("--threads", type=int_between(1, 1024), default=None,
                         help="CPU threads for TensorFlow (default: all)")
 
     dashboard = commands.add_parser(
@@ -112,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     _read_args(dashboard, study=False)
     dashboard.add_argument("--host", default="127.0.0.1",
                            help="address to listen on (default 127.0.0.1: this machine only)")
-    dashboard.add_argument("--port", type=positive_int, default=8080, help="default 8080")
+    dashboard.add_argument("--port", type=int_between(1, 65535), default=8080,
+                           help="default 8080")
 
     for name, about in (("status", "studies in a store, their counts and running trials"),
                         ("ls", "the same as status")):
@@ -153,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--nodes", type=positive_int, default=1, help="array tasks, one per node")
     slurm.add_argument("--gpus-per-node", type=positive_int, default=1,
                        help="GPUs per task (one worker each)")
-    slurm.add_argument("--workers-per-gpu", type=positive_int, default=1)
+    slurm.add_argument("--workers-per-gpu", type=int_between(1, 64), default=1)
     slurm.add_argument("--time", default="10:00:00", help="Slurm time limit (default 10:00:00)")
     slurm.add_argument("--partition", default=None)
     slurm.add_argument("--trials", type=positive_int, default=40,
@@ -200,6 +269,10 @@ def _read_url(args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if argv is None and any("://" in arg for arg in sys.argv):
+        from sweeper.process_title import hide_passwords
+
+        hide_passwords(sys.argv)
     try:
         return COMMANDS[args.command](args)
     except SweeperError as e:
@@ -220,7 +293,7 @@ def cmd_sweep(args) -> int:
                            recycle_after=args.recycle_after,
                            max_worker_memory_mb=args.max_worker_memory_mb,
                            keep_models=args.keep_models,
-                           new_study=args.new_study)
+                           new_study=args.new_study, join=args.join)
     return Controller(space, url, args.study or space.name, slots, options).run()
 
 

@@ -48,6 +48,7 @@ class SweepOptions:
     max_worker_memory_mb: float | None = 8192
     new_study: bool = False
     keep_models: int = DEFAULT_KEEP_MODELS
+    join: bool = False  # add workers to a study another controller sweeps (Slurm array tasks)
     log_dir: Path = Path("storage") / "logs"
     progress_every_s: float = 5.0
 
@@ -62,9 +63,11 @@ class _Worker:
 
 
 def prepare_study(space: SearchSpace, storage_url: str, study_name: str, trials: int,
-                  new_study: bool = False, keep_models: int = DEFAULT_KEEP_MODELS):
+                  new_study: bool = False, keep_models: int = DEFAULT_KEEP_MODELS,
+                  join: bool = False):
     """Create the study or resume it. A study made from a different space is refused (unless
-    new_study, which picks the next free name: NAME-2, NAME-3...). Returns (storage, study)."""
+    new_study, which picks the next free name: NAME-2, NAME-3...). Joining keeps the budget
+    the study already has. Returns (storage, study)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -90,8 +93,9 @@ def prepare_study(space: SearchSpace, storage_url: str, study_name: str, trials:
         study.set_user_attr(HASH_ATTR, space.fingerprint)
         study.set_user_attr("sweeper.space_name", space.name)
         study.set_user_attr("sweeper.created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    study.set_user_attr(BUDGET_ATTR, trials)
-    study.set_user_attr(KEEP_MODELS_ATTR, keep_models)
+    if not (join and BUDGET_ATTR in study.user_attrs):
+        study.set_user_attr(BUDGET_ATTR, trials)
+        study.set_user_attr(KEEP_MODELS_ATTR, keep_models)
     return storage, study
 
 
@@ -128,10 +132,12 @@ class Controller:
         with store_trouble(self.storage_url):
             if self.options.new_study:
                 self.study_name = free_study_name(self.study_name, study_names(self.storage_url))
-            self._take_sweep_lock()
+            if not self.options.join:
+                self._take_sweep_lock()
             self.storage, self.study = prepare_study(
                 self.space, self.storage_url, self.study_name, self.options.trials,
-                keep_models=self.options.keep_models)
+                keep_models=self.options.keep_models, join=self.options.join)
+            self.options.trials = self.study.user_attrs[BUDGET_ATTR]
             self.study.set_user_attr(CONTROLLER_ATTR, {
                 "host": socket.gethostname(), "pid": os.getpid(),
                 "started": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -159,7 +165,8 @@ class Controller:
             self._stop_workers(wait_first=code == 0)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self.sweep_lock.release()
+            if hasattr(self, "sweep_lock"):
+                self.sweep_lock.release()
         self._summary()
         return code
 
@@ -180,8 +187,8 @@ class Controller:
             "by another sweeper"
         raise StorageError(
             f"study '{self.study_name}' in {mask_url(self.storage_url)} is already being swept "
-            f"{who}; wait for it, stop it (Ctrl-C there), add machines with 'sweeper worker "
-            f"--study {self.study_name}', or start another study with --new-study")
+            f"{who}; wait for it, stop it (Ctrl-C there), add workers to it with --join, or "
+            f"start another study with --new-study")
 
     def say(self, message: str) -> None:
         print(message, file=self.out, flush=True)

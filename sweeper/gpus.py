@@ -29,7 +29,8 @@ def parse_gpu_list(text: str, source: str = "--gpus") -> list[str]:
     if not items or items == ["-1"]:
         return []
     for item in items:
-        if not (item.isdigit() or item.startswith(("GPU-", "MIG-"))):
+        # ASCII digits only: str.isdigit() also takes '²' or '٣', which CUDA does not.
+        if not ((item.isascii() and item.isdigit()) or item.startswith(("GPU-", "MIG-"))):
             raise GpuError(f"{source}: {item!r} is not a GPU index or UUID; write e.g. 0,1")
     if len(set(items)) != len(items):
         raise GpuError(f"{source}: GPU {text!r} lists a GPU twice; list each GPU once")

@@ -81,7 +81,7 @@ def render_script(job: SlurmJob, project_dir: Path, log_dir: Path) -> str:
         lines.append(f"#SBATCH --partition={job.partition}")
     command = [sys.executable, "-m", "sweeper", "sweep", job.space, "--study", job.study,
                "--trials", str(job.trials), "--workers-per-gpu", str(job.workers_per_gpu),
-               "--heartbeat", str(job.heartbeat_s)]
+               "--heartbeat", str(job.heartbeat_s), "--join"]  # array tasks share the study
     lines += [
         "",
         "set -u",

@@ -6,11 +6,13 @@ raises SpaceError with one line: the file, the key, what is wrong and how to fix
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
 import math
 import os
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,8 +160,9 @@ class SearchSpace:
 
     @property
     def fingerprint(self) -> str:
-        """Hash of the meaning of the space (not its comments or layout)."""
-        canonical = json.dumps(self.config, sort_keys=True, default=str)
+        """Hash of the meaning of the space (not its comments or layout), params included."""
+        params = [dataclasses.asdict(p) for p in self.params]
+        canonical = json.dumps([self.config, params], sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     @property
@@ -236,38 +239,69 @@ def available_spaces(spaces_dir: Path | str = SPACES_DIR) -> list[str]:
 def load_space(name: str, spaces_dir: Path | str = SPACES_DIR) -> SearchSpace:
     """Read and validate a space by name (search_spaces/<name>.yaml) or by path."""
     path = space_path(name, spaces_dir)
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as e:  # e.g. a name longer than the file system allows
+        raise _space_error(f"{path}: cannot be read ({e.strerror}); check the name") from None
+    if not found:
         known = ", ".join(available_spaces(spaces_dir)) or "none"
-        raise SpaceError(
+        raise _space_error(
             f"{path}: no such search space '{name}'; known spaces: {known} "
             f"(add {path} or pick one of those)"
         )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise SpaceError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
+        raise _space_error(f"{path}: not UTF-8 text; save the file as UTF-8") from None
     except OSError as e:
-        raise SpaceError(f"{path}: cannot be read ({e.strerror}); check its permissions") from None
+        raise _space_error(
+            f"{path}: cannot be read ({e.strerror}); check its permissions") from None
     return parse_space(text, source=str(path), name=path.stem)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """Safe YAML (no object construction) that refuses duplicate keys instead of keeping the last."""
 
+    def construct_object(self, node, deep=False):
+        if not isinstance(node, yaml.ScalarNode):
+            return super().construct_object(node, deep=deep)
+        if not node.value.isascii() and any("\ud800" <= c <= "\udfff" for c in node.value):
+            # "\ud800" escapes give text that no store can save (it is not UTF-8)
+            raise yaml.constructor.ConstructorError(
+                None, None, "a lone surrogate escape (\\uD800-\\uDFFF) is not text",
+                node.start_mark)
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, KeyError, AttributeError):
+            # PyYAML's scalar constructors fail like this on `2024-02-30`, `!!bool maybe`,
+            # `!!timestamp soon` or an int of more than 4300 digits.
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{_describe(node.value)} is not a valid {kind} (quote it if it is "
+                "text)", node.start_mark) from None
+
 
 def _construct_unique_mapping(loader, node, deep=False):
+    if not isinstance(node, yaml.MappingNode):  # e.g. `!!map [a, b]`
+        raise yaml.constructor.ConstructorError(
+            None, None, f"expected a mapping, found a {node.id}", node.start_mark)
     seen = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            # Merges copy mappings into each other: nested ones grow exponentially.
+            raise yaml.constructor.ConstructorError(
+                None, None, "merge keys (<<) are not supported (write the keys out)",
+                key_node.start_mark)
         key = loader.construct_object(key_node, deep=deep)
         try:
-            duplicate = key in seen
+            hash(key)  # not `key in seen`: that takes a set (`!!set {a}: 1`), which add() refuses
         except TypeError:  # unhashable key such as a list
             raise yaml.constructor.ConstructorError(
                 None, None, f"a key must be a plain value, not {type(key).__name__}",
                 key_node.start_mark) from None
-        if duplicate:
+        if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key '{key}'", key_node.start_mark)
+                None, None, f"duplicate key {_describe(key)}", key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -284,9 +318,12 @@ def parse_space(text: str, source: str = "<space>", name: str = "space") -> Sear
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpaceError(f"{source}: invalid YAML{where}: {problem}; fix the syntax") from None
+        raise _space_error(f"{source}: invalid YAML{where}: {problem}; fix the syntax") from None
+    except ValueError as e:  # PyYAML's scanner on "\U00110000" or a %YAML version of 5000 digits
+        raise _space_error(f"{source}: invalid YAML: unreadable escape or number ({e}); "
+                           "fix the syntax") from None
     except RecursionError:
-        raise SpaceError(f"{source}: YAML nested too deeply; flatten the file") from None
+        raise _space_error(f"{source}: YAML nested too deeply; flatten the file") from None
     return _Validator(source).space(raw, text, name)
 
 
@@ -295,7 +332,7 @@ class _Validator:
         self.source = source
 
     def fail(self, key: str, problem: str, fix: str):
-        raise SpaceError(f"{self.source}: {key}: {problem}; {fix}")
+        raise _space_error(f"{self.source}: {key}: {problem}; {fix}")
 
     # -- small checks ------------------------------------------------------------------------
 
@@ -307,7 +344,7 @@ class _Validator:
                       "write it as 'key: value' lines under it")
         for k in value:
             if not isinstance(k, str):
-                self.fail(key, f"key {k!r} is not a name", "use text keys")
+                self.fail(key, f"key {_describe(k)} is not a name", "use text keys")
         return value
 
     def known_keys(self, mapping: dict, allowed, key: str):
@@ -327,7 +364,7 @@ class _Validator:
             if isinstance(value, bool) or not isinstance(value, int):
                 self.fail(key, f"must be a whole number, got {_describe(value)}", "write e.g. 3")
             if abs(value) > 2**53:
-                self.fail(key, f"{value} is too large", "use a smaller number")
+                self.fail(key, f"{_describe(value)} is too large", "use a smaller number")
             return value
         if kind is float:
             if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as text
@@ -337,10 +374,10 @@ class _Validator:
                     pass
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 self.fail(key, f"must be a number, got {_describe(value)}", "write e.g. 0.001")
-            if not math.isfinite(value):
+            if isinstance(value, float) and not math.isfinite(value):
                 self.fail(key, f"must be finite, got {value}", "write a finite number")
-            if abs(value) > 1e300:
-                self.fail(key, f"{value} is too large", "use a smaller number")
+            if abs(value) > 1e300:  # exact for ints, which math.isfinite cannot take past 1e308
+                self.fail(key, f"{_describe(value)} is too large", "use a smaller number")
             return float(value) if isinstance(value, float) else value
         if kind is str:
             if not isinstance(value, str) or not value:
@@ -355,7 +392,7 @@ class _Validator:
 
     def choice(self, value, choices, key: str):
         if value not in choices:
-            self.fail(key, f"unknown value {value!r}", f"use one of: {', '.join(choices)}")
+            self.fail(key, f"unknown value {_describe(value)}", f"use one of: {', '.join(choices)}")
         return value
 
     def section(self, raw: dict, name: str) -> dict:
@@ -365,6 +402,12 @@ class _Validator:
         for k, v in section.items():
             section[k] = self.typed(v, allowed[k], f"{name}.{k}")
         return section
+
+    def seed(self, section: dict, name: str, key: str):
+        # Seeds reach numpy, which takes 0 .. 2**32 - 1; trial and worker numbers are added later.
+        if name in section and not 0 <= section[name] < 2**31:
+            self.fail(key, f"must be between 0 and {2**31 - 1}, got {section[name]}",
+                      "write e.g. 0")
 
     def fraction(self, value: float, key: str):
         if not 0 < value < 1:
@@ -377,6 +420,9 @@ class _Validator:
             self.fail("(file)", "is empty", "write at least a params section")
         raw = self.mapping(raw, "(top level)")
         self.known_keys(raw, TOP_LEVEL_KEYS, "")
+        if isinstance(raw.get("description"), (dict, list, set)):  # its text could be huge
+            self.fail("description", f"must be text, got {_describe(raw['description'])}",
+                      "write one line of text")
         config = {
             "description": str(raw.get("description") or ""),
             "dataset": self.dataset(raw),
@@ -414,8 +460,16 @@ class _Validator:
         if "function" in ds:
             self.import_path(ds["function"], "dataset.function")
         if "path" in ds:
-            path = Path(ds["path"]).expanduser()
-            if not path.exists():
+            try:
+                path = Path(ds["path"]).expanduser()
+                exists = path.exists()
+            except RuntimeError:  # ~name/... where there is no user `name`
+                self.fail("dataset.path", f"{ds['path']}: no such home folder",
+                          "write the full path")
+            except OSError as e:  # e.g. a name longer than the file system allows
+                self.fail("dataset.path", f"{ds['path']} cannot be checked ({e.strerror})",
+                          "give a shorter, readable path")
+            if not exists:
                 self.fail("dataset.path", f"{path} does not exist",
                           "give the path of a .npz file or of a folder of class folders "
                           "(relative paths start from the folder you run sweeper in)")
@@ -425,6 +479,7 @@ class _Validator:
         ds.setdefault("validation_fraction", 0.15)
         ds.setdefault("test_fraction", 0.15)
         ds.setdefault("split_seed", 0)
+        self.seed(ds, "split_seed", "dataset.split_seed")
         for k in ("validation_fraction", "test_fraction"):
             self.fraction(ds[k], f"dataset.{k}")
         if ds["validation_fraction"] + ds["test_fraction"] >= 0.9:
@@ -434,7 +489,7 @@ class _Validator:
             size = ds["image_size"]
             if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool)
                                          and 1 <= s <= 4096 for s in size):
-                self.fail("dataset.image_size", f"must be [height, width], got {size}",
+                self.fail("dataset.image_size", f"must be [height, width], got {_SHORT.repr(size)}",
                           "write e.g. [32, 32]")
         if "color_mode" in ds:
             self.choice(ds["color_mode"], ("grayscale", "rgb"), "dataset.color_mode")
@@ -443,7 +498,7 @@ class _Validator:
                 self.fail("dataset.classes", "needs at least two classes", "list every class")
             for c in ds["classes"]:
                 if not isinstance(c, (int, str)) or isinstance(c, bool):
-                    self.fail("dataset.classes", f"class {c!r} is not a label",
+                    self.fail("dataset.classes", f"class {_describe(c)} is not a label",
                               "list whole numbers or names")
         return ds
 
@@ -480,6 +535,7 @@ class _Validator:
         training = self.section(raw, "training")
         training.setdefault("max_epochs", 20)
         training.setdefault("seed", 0)
+        self.seed(training, "seed", "training.seed")
         training.setdefault("batch_size", 64)
         training.setdefault("optimizer", "adam")
         training.setdefault("learning_rate", 1e-3)
@@ -537,6 +593,7 @@ class _Validator:
         for k, v in spec.items():
             if k != "name":
                 spec[k] = self.typed(v, table[name][k], f"{section}.{k}")
+        self.seed(spec, "seed", f"{section}.seed")
         if spec.get("qmc_type") is not None:
             self.choice(spec["qmc_type"], ("sobol", "halton"), f"{section}.qmc_type")
         return spec
@@ -546,7 +603,8 @@ class _Validator:
         module, _, func = value.partition(":")
         if not module or not func or not all(part.isidentifier() for part in module.split(".")) \
                 or not func.isidentifier():
-            self.fail(key, f"{value!r} is not an import path", "write it as package.module:function")
+            self.fail(key, f"{_describe(value)} is not an import path",
+                      "write it as package.module:function")
 
     def hparam_value(self, name: str, value, key: str):
         """Checks on the value of a known hyperparameter, fixed or a categorical choice."""
@@ -579,6 +637,8 @@ class _Validator:
         params: list[Param] = []
         for name, spec in specs.items():
             key = f"params.{name}"
+            if not name.strip() or not name.isprintable():  # stores refuse e.g. NUL in names
+                self.fail(key, "is not a usable name", "use letters, digits and _")
             if known is not None and name not in known:
                 hint = difflib.get_close_matches(name, list(known), n=1)
                 fix = f"did you mean '{hint[0]}'?" if hint else \
@@ -663,7 +723,7 @@ class _Validator:
             if target.kind == "categorical":
                 for v in values:
                     if v not in target.choices:
-                        self.fail(f"{key}.{ref}", f"{v!r} is not one of its choices",
+                        self.fail(f"{key}.{ref}", f"{_describe(v)} is not one of its choices",
                                   f"use one of: {', '.join(map(str, target.choices))}")
             result[ref] = values
         return result
@@ -676,15 +736,35 @@ class _Validator:
             if p.kind == "int" and p.log:
                 self.fail(f"params.{p.name}", "a grid cannot enumerate a log-scale int",
                           "drop log: true or use type: categorical")
+            # Checked as a float first: a tiny step makes the count infinite.
+            if p.kind != "categorical" and (p.high - p.low) / (p.step or 1) >= 1_000_000:
+                self.fail(f"params.{p.name}", "has a million grid points or more",
+                          "use a larger step or another sampler")
         size = math.prod(p.grid_size() for p in params)
         if size > 1_000_000:
             self.fail("params", f"the grid has {size} points", "use fewer values or another sampler")
 
 
+def _space_error(message: str) -> SpaceError:
+    return SpaceError(_one_line(message))
+
+
+def _one_line(text: str) -> str:
+    """Escapes line breaks and other control characters (from keys, values, file names)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+# Short reprs of values that may be nested deeply, or hugely through YAML aliases.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 2
+
+
 def _describe(value) -> str:
     if value is None:
         return "nothing"
-    if isinstance(value, (dict, list)):
+    if isinstance(value, (dict, list, set)):
         return f"a {type(value).__name__}"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."

@@ -20,10 +20,39 @@ def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["8x", "h", "-5", "0", "1h 30"])
+@pytest.mark.parametrize("text", ["8x", "h", "-5", "0", "1h 30", "inf", "nan", "1e400", "9" * 400])
 def test_bad_durations(text):
     with pytest.raises(argparse.ArgumentTypeError):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "the following arguments are required: COMMAND (see 'sweeper --help')"),
+    (["sweep"], "the following arguments are required: space (see 'sweeper sweep --help')"),
+    (["sweep", "cnn_lr", "--trials", "0"],
+     "argument --trials: 0 must be at least 1 (see 'sweeper sweep --help')"),
+    (["sweep", "cnn_lr", "--bogus"],
+     "unrecognized arguments: --bogus (see 'sweeper sweep --help')"),
+    (["sweep", "cnn_lr", "a\nb"], "unrecognized arguments: a\\nb (see 'sweeper sweep --help')"),
+    (["sweep", "cnn_lr", "--workers", "100000"],
+     "argument --workers: 100000 must be at most 1024 (see 'sweeper sweep --help')"),
+    (["sweep", "cnn_lr", "--keep-models", "-1"],
+     "argument --keep-models: -1 must be at least 0 (see 'sweeper sweep --help')"),
+    (["worker", "--study", "x", "--deadline", "nan"],
+     "argument --deadline: 'nan' is not a unix time (see 'sweeper worker --help')"),
+    (["dashboard", "--port", "70000"],
+     "argument --port: 70000 must be at most 65535 (see 'sweeper dashboard --help')"),
+    (["nope"], "argument COMMAND: invalid choice: 'nope'"),
+    (["dashboard", "--port=--"], "argument --port: expected one argument"),  # argparse gave []
+    (["sweep", "cnn_lr", "--study=--"], "argument --study: expected one argument"),
+])
+def test_bad_arguments_are_one_line_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2
+    captured = capsys.readouterr()
+    assert len(captured.err.splitlines()) == 1 and not captured.out
+    assert captured.err.startswith(f"sweeper: error: {message}")
 
 
 @pytest.mark.parametrize("command", [[], ["sweep"], ["worker"], ["check"]])

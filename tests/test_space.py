@@ -130,6 +130,8 @@ def test_fingerprint_ignores_comments_but_not_meaning():
     b = parse_space("# a comment\n" + space_text())
     c = parse_space(space_text(training={"max_epochs": 5}))
     assert a.fingerprint == b.fingerprint != c.fingerprint
+    wider = {"learning_rate": {**MINIMAL["params"]["learning_rate"], "high": 2e-2}}
+    assert parse_space(space_text(params=wider)).fingerprint != a.fingerprint
 
 
 def test_user_model_may_use_any_param_name():

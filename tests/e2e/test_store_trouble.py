@@ -186,7 +186,7 @@ def test_store_of_an_older_optuna_is_left_untouched_with_the_upgrade_command(pro
 def test_unreachable_server_is_one_line(project, url, expect):
     for command in (("sweep", "tiny_cnn"), ("status",), ("report", "tiny_cnn")):
         line = _one_error_line(run_sweeper(*command, "--storage", url))
-        assert f":***@" in line and expect in line, line
+        assert ":***@" in line and expect in line, line
     assert not (project / "storage").exists()
 
 

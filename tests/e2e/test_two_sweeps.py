@@ -1,5 +1,5 @@
-"""Two controllers, one study: the second `sweeper sweep` is refused, naming the running one, and
-the first finishes with exactly its budget. More machines join through `sweeper worker`."""
+"""Two controllers, one study: a second `sweeper sweep` is refused, naming the running one, unless
+it asks to --join; either way the study ends with exactly its budget."""
 
 from __future__ import annotations
 
@@ -15,30 +15,39 @@ from sweeper.storage import count_trials, open_storage
 pytestmark = pytest.mark.slow
 
 
-def test_a_second_sweep_of_a_running_study_is_refused(project):
+def test_a_second_sweep_is_refused_unless_it_joins(project):
     url = f"sqlite:///{project / 'storage' / 'long_cnn.db'}"
     first = subprocess.Popen(
         [sys.executable, "-m", "sweeper", "sweep", "long_cnn", "--trials", "3", "--workers", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    joined = None
     try:
         wait_for_running(url, "long_cnn", 2, first)
         second = run_sweeper("sweep", "long_cnn", "--trials", "50", "--workers", "2")
         running = load(url, "long_cnn").get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        # Asked to, a second sweep joins: its workers share the study's budget of 3.
+        joined = subprocess.Popen(
+            [sys.executable, "-m", "sweeper", "sweep", "long_cnn", "--trials", "50", "--workers",
+             "1", "--join"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         output, _ = first.communicate(timeout=400)
+        joined_output, _ = joined.communicate(timeout=400)
     finally:
-        if first.poll() is None:
-            first.kill()
+        for sweep in (first, joined):
+            if sweep is not None and sweep.poll() is None:
+                sweep.kill()
 
     assert second.returncode == 2, second.stdout + second.stderr
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1, second.stderr
     assert "study 'long_cnn'" in lines[0] and "is already being swept by 'sweeper sweep " \
         "long_cnn --trials 3 --workers 2'" in lines[0] and f"(pid {first.pid} on " in lines[0]
-    assert "sweeper worker --study long_cnn" in lines[0]
+    assert "--join" in lines[0]
     assert "50" not in second.stdout  # it wrote nothing: no study line, no workers
     assert {str(t.user_attrs["sweeper.worker"]) for t in running} <= {"0", "1"}
 
     assert first.returncode == 0, output
+    assert joined.returncode == 0, joined_output
+    assert "of 3 trials already done" in joined_output
     study = load(url, "long_cnn")
     assert study.user_attrs["sweeper.n_trials"] == 3, "the refused sweep changed the budget"
     storage = open_storage(url, create=False)
