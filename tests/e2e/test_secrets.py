@@ -5,6 +5,7 @@ study names cannot lead files out of their folders."""
 from __future__ import annotations
 
 import json
+import socket
 import stat
 import subprocess
 import sys
@@ -95,3 +96,34 @@ def test_study_names_cannot_leave_their_folders(project):
     for name in ("../../escape", "a/b", "..", "x\ny", "made elsewhere"):
         folder = study_folder(base, name)
         assert folder.parent == base and folder.name not in (".", "..")
+
+
+def _listening(pid: int, timeout: float = 30) -> set[str]:
+    """Addresses the process listens on, once it does."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        addresses = {c.laddr.ip for c in psutil.Process(pid).net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN}
+        if addresses:
+            return addresses
+        time.sleep(0.3)
+    return set()
+
+
+@pytest.mark.parametrize("host, warned", [(None, False), ("0.0.0.0", True)])
+def test_dashboard_listens_on_this_machine_only_unless_asked(project, host, warned):
+    url = f"sqlite:///{project / 'store.db'}"
+    optuna.create_study(study_name="seen", storage=url)
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "sweeper", "dashboard", "--storage", url, "--port", str(port)]
+    dashboard = subprocess.Popen(command + (["--host", host] if host else []),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        addresses = _listening(dashboard.pid)
+    finally:
+        dashboard.terminate()
+        _, errors = dashboard.communicate(timeout=20)
+    assert addresses == {host or "127.0.0.1"}, (addresses, errors)
+    assert ("warning: listening on 0.0.0.0" in errors) == warned, errors
