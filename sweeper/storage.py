@@ -242,7 +242,7 @@ def store_errors() -> tuple:
 # What retrying cannot fix, and what to do instead. Each store's wording, lower-cased.
 _PROBLEMS = (
     (("database or disk is full", "no space left on device", "could not extend file",
-      "file too large", "disk full", "is full"),
+      "file too large", "disk full", "' is full"),  # MySQL: The table 'x' is full
      "the disk holding the store is full: free space, then run the same command again to resume "
      "(finished trials are kept)"),
     (("readonly database", "read-only file system", "read only", "permission denied",

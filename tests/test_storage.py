@@ -272,3 +272,30 @@ def test_a_dead_workers_trial_is_failed_by_heartbeat_and_retried(storage_url):
                                                  optuna.trial.TrialState.WAITING)]
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == victim_trial]
     assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.COMPLETE
+
+
+@pytest.mark.parametrize("message, fix, stops_a_running_sweep", [
+    ("database or disk is full", "disk holding the store is full", True),
+    ('could not extend file "base/16384/2619": No space left on device', "is full", True),
+    ("(1114, \"The table 'trials' is full\")", "is full", True),
+    ("attempt to write a readonly database", "not writable", True),
+    ('FATAL:  password authentication failed for user "me"', "user name and password", True),
+    ("(1045, \"Access denied for user 'me'@'host' (using password: YES)\")", "user name and", True),
+    ('connection to server at "db", port 5432 failed: Connection refused', "server running", False),
+    ("server closed the connection unexpectedly", None, False),
+    ('FATAL:  database "sweeps" does not exist', "create the database", False),
+    ("(sqlite3.OperationalError) no such table: version_info", "no Optuna studies", False),
+])
+def test_store_problems_are_told_apart(message, fix, stops_a_running_sweep):
+    """What retrying cannot cure gets its fix; only full, read-only and credentials stop a sweep
+    that is running (a server restart is waited for)."""
+    from sweeper.storage import describe_store_error, store_problem
+
+    wrapped = RuntimeError("An exception is raised during the commit.")
+    wrapped.__cause__ = sqlite3.OperationalError(message)  # Optuna's wrapper hides the reason
+    assert (store_problem(wrapped) is not None) == (fix is not None)
+    if fix:
+        assert fix in store_problem(wrapped)
+    assert (store_problem(wrapped, midway=True) is not None) == stops_a_running_sweep
+    line = describe_store_error("postgresql+psycopg://me:pw1234@db/sweeps", wrapped)
+    assert "\n" not in line and "pw1234" not in line and message.splitlines()[0][:40] in line
