@@ -289,6 +289,11 @@ def cmd_sweep(args) -> int:
     space = load_space(args.space)  # validated before anything is written
     url = resolve_storage_url(args.storage, space.name)
     slots = make_slots(discover_gpus(args.gpus), args.workers_per_gpu, args.workers)
+    # Bad data is a user error like a bad space: found here, before the study is written, and
+    # prepared once into the cache that every worker then reads.
+    from sweeper.pipeline.data import load_dataset
+
+    load_dataset(space.config["dataset"], space.config["preprocess"])
     options = SweepOptions(trials=args.trials, timeout_s=args.timeout, heartbeat_s=args.heartbeat,
                            recycle_after=args.recycle_after,
                            max_worker_memory_mb=args.max_worker_memory_mb,

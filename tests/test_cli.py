@@ -6,6 +6,7 @@ import argparse
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import run_sweeper
@@ -106,3 +107,16 @@ def test_worker_on_a_missing_store_creates_nothing(project):
 def test_check_command(project, capsys):
     assert main(["check", "mlp_breast_cancer"]) == 0
     assert "ok (7 params" in capsys.readouterr().out
+
+
+def test_bad_dataset_is_one_line_exit_2_before_the_store_is_written(project):
+    np.savez(project / "data.npz", x_train=np.zeros((20, 3)), y_train=np.arange(19))
+    (project / "search_spaces" / "npz.yaml").write_text(
+        f"dataset: {{path: {project / 'data.npz'}}}\nmodel: {{name: mlp}}\n"
+        "params: {learning_rate: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}}\n")
+    store = project / "fresh" / "study.db"
+    result = run_sweeper("sweep", "npz", "--storage", f"sqlite:///{store}", "--workers", "1")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "data.npz" in lines[0] and "x_train has 20 rows" in lines[0], lines
+    assert not store.parent.exists()

@@ -127,3 +127,18 @@ def test_dashboard_listens_on_this_machine_only_unless_asked(project, host, warn
         _, errors = dashboard.communicate(timeout=20)
     assert addresses == {host or "127.0.0.1"}, (addresses, errors)
     assert ("warning: listening on 0.0.0.0" in errors) == warned, errors
+
+
+def test_artifact_ids_cannot_leave_the_artifact_folder(tmp_path):
+    import io
+
+    from sweeper.artifacts import artifact_store
+
+    store = artifact_store(tmp_path / "artifacts")
+    assert stat.S_IMODE((tmp_path / "artifacts").stat().st_mode) == 0o700
+    for bad in ("../escape", "/tmp/escape", "a/../../escape", ".."):
+        with pytest.raises(ValueError):
+            store.write(bad, io.BytesIO(b"x"))
+        with pytest.raises(ValueError):
+            store.open_reader(bad)
+    assert not list(tmp_path.rglob("escape"))
