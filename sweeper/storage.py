@@ -160,24 +160,31 @@ def open_storage(url: str, *, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S, cre
             raise StorageError(f"no study store at {path}; run a sweep first or pass --storage")
         if create:
             _make_private_dir(path.parent)
-            # Switch a new file to WAL once, before any pool exists: the switch needs the file
-            # to itself, which is easy now and contended once workers connect.
+            if path.exists() and path.stat().st_size:
+                # Opened read-only first, so a store of an older Optuna is refused untouched.
+                _open_rdb(url, {"skip_table_creation": True}, create=False).engine.dispose()
+            # Switch the file to WAL before any pool exists: the switch needs the file to
+            # itself, which is easy now and contended once workers connect.
             with store_trouble(url, "cannot open study store"), \
                     contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as conn:
                 conn.execute("PRAGMA journal_mode=WAL")
     kwargs = {}
+    if heartbeat_s:
+        # A trial whose worker stops beating for 3 intervals is failed and queued again.
+        kwargs = dict(heartbeat_interval=heartbeat_s, grace_period=heartbeat_s * 3,
+                      heartbeat_stale_trial_callback=retry_callback())
+    # A read-only opener never creates Optuna's tables in an empty database.
+    storage = _open_rdb(url, {**kwargs, "skip_table_creation": not create}, create)
+    if path is not None:
+        event.listen(storage.engine, "begin", _begin_immediate)
+    return storage
+
+
+def _open_rdb(url: str, kwargs: dict, create: bool):
+    """RDBStorage, with every way opening it can fail turned into one line."""
     try:
         with _quiet_experimental():
-            if heartbeat_s:
-                # A trial whose worker stops beating for 3 intervals is failed and queued again.
-                kwargs = dict(
-                    heartbeat_interval=heartbeat_s,
-                    grace_period=heartbeat_s * 3,
-                    heartbeat_stale_trial_callback=retry_callback(),
-                )
-            # A read-only opener never creates Optuna's tables in an empty database.
-            storage = _create_rdb_storage(url, {**kwargs, "skip_table_creation": not create},
-                                          serialize=create)
+            return _create_rdb_storage(url, kwargs, serialize=create)
     except ImportError as e:
         raise StorageError(f"{mask_url(url)}: no database driver ({e}); "
                            "pip install 'sweeper[postgres]' or 'sweeper[mysql]'") from None
@@ -192,9 +199,6 @@ def open_storage(url: str, *, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S, cre
             f"({written_by.group(1) if written_by else 'unknown version'}) than this one "
             f"({_optuna_version()}); back it up, then run: "
             f"optuna storage upgrade --storage {shlex.quote(mask_url(url))}") from None
-    if path is not None:
-        event.listen(storage.engine, "begin", _begin_immediate)
-    return storage
 
 
 def _create_rdb_storage(url: str, kwargs: dict, attempts: int = 5, serialize: bool = True):
