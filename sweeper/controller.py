@@ -138,10 +138,11 @@ class Controller:
                 self.space, self.storage_url, self.study_name, self.options.trials,
                 keep_models=self.options.keep_models, join=self.options.join)
             self.options.trials = self.study.user_attrs[BUDGET_ATTR]
-            self.study.set_user_attr(CONTROLLER_ATTR, {
-                "host": socket.gethostname(), "pid": os.getpid(),
-                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "command": masked_command(["sweeper", *sys.argv[1:]])})
+            if not self.options.join:  # named to whoever is refused while this one runs
+                self.study.set_user_attr(CONTROLLER_ATTR, {
+                    "host": socket.gethostname(), "pid": os.getpid(),
+                    "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "command": masked_command(["sweeper", *sys.argv[1:]])})
             record_run(self.study, self.slots, gpu_names())
             write_note(self.study, self.storage, self.space)
             counts = count_trials(self.storage, self.study._study_id)
