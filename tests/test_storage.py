@@ -158,22 +158,27 @@ def _near_instant_worker(url: str, study_name: str, budget: int, queue) -> None:
     queue.put((os.getpid(), code))
 
 
-@pytest.mark.parametrize("workers, budget", [(8, 60), (32, 160)])
-def test_parallel_workers_hit_the_budget_exactly(storage_url, workers, budget):
-    """Many workers race for the last slots: exactly `budget` trials, none RUNNING, no error."""
-    storage = open_storage(storage_url)
-    optuna.create_study(storage=storage, study_name="race")
-    storage.engine.dispose()
+def _race(url: str, study_name: str, budget: int, workers: int) -> list[int]:
+    """Starts `workers` near-instant workers at once; their exit codes once all have ended."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_near_instant_worker, args=(storage_url, "race", budget, queue))
+    procs = [ctx.Process(target=_near_instant_worker, args=(url, study_name, budget, queue))
              for _ in range(workers)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(300)
     assert [p.exitcode for p in procs] == [0] * workers
-    codes = [queue.get(timeout=5)[1] for _ in procs]
+    return [queue.get(timeout=5)[1] for _ in procs]
+
+
+@pytest.mark.parametrize("workers, budget", [(8, 60), (32, 160)])
+def test_parallel_workers_hit_the_budget_exactly(storage_url, workers, budget):
+    """Many workers race for the last slots: exactly `budget` trials, none RUNNING, no error."""
+    storage = open_storage(storage_url)
+    optuna.create_study(storage=storage, study_name="race")
+    storage.engine.dispose()
+    codes = _race(storage_url, "race", budget, workers)
     assert codes == [EXIT_DONE] * workers
     trials = optuna.load_study(study_name="race", storage=open_storage(storage_url)).trials
     states = [t.state for t in trials]
@@ -192,15 +197,7 @@ def test_workers_racing_for_one_waiting_retry_start_it_once(storage_url):
     study.tell(failed, state=optuna.trial.TrialState.FAIL)
     retry_callback()(study, study.trials[failed.number])
     storage.engine.dispose()
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_near_instant_worker, args=(storage_url, "retry-race", 6, queue))
-             for _ in range(8)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(300)
-    assert [p.exitcode for p in procs] == [0] * 8
+    assert _race(storage_url, "retry-race", 6, workers=8) == [EXIT_DONE] * 8
     counts = count_trials(open_storage(storage_url), study._study_id)
     assert (counts.complete, counts.failed, counts.running, counts.waiting) == (6, 1, 0, 0)
 
