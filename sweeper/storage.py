@@ -160,9 +160,7 @@ def open_storage(url: str, *, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S, cre
             raise StorageError(f"no study store at {path}; run a sweep first or pass --storage")
         if create:
             _make_private_dir(path.parent)
-            if path.exists() and path.stat().st_size:
-                # Opened read-only first, so a store of an older Optuna is refused untouched.
-                _open_rdb(url, {"skip_table_creation": True}, create=False).engine.dispose()
+            _refuse_older_schema(url, path)
             # Switch the file to WAL before any pool exists: the switch needs the file to
             # itself, which is easy now and contended once workers connect.
             with store_trouble(url, "cannot open study store"), \
@@ -178,6 +176,20 @@ def open_storage(url: str, *, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S, cre
     if path is not None:
         event.listen(storage.engine, "begin", _begin_immediate)
     return storage
+
+
+def _refuse_older_schema(url: str, path: Path) -> None:
+    """Opens an existing SQLite store read-only first, so that a store of an older Optuna is
+    refused untouched (opening it to write would switch it to WAL and add tables). Under the
+    creation lock: a store another process is creating right now is complete or not begun."""
+    if not path.exists():
+        return
+    with store_trouble(url, "cannot open study store"), file_lock(Path(f"{path}.init-lock")):
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            made = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'alembic_version'")
+            if made.fetchone() is None:
+                return  # empty, or not an Optuna store: the normal open says what it is
+        _open_rdb(url, {"skip_table_creation": True}, create=False).engine.dispose()
 
 
 def _open_rdb(url: str, kwargs: dict, create: bool):
