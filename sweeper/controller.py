@@ -63,11 +63,10 @@ class _Worker:
 
 
 def prepare_study(space: SearchSpace, storage_url: str, study_name: str, trials: int,
-                  new_study: bool = False, keep_models: int = DEFAULT_KEEP_MODELS,
-                  join: bool = False):
-    """Create the study or resume it. A study made from a different space is refused (unless
-    new_study, which picks the next free name: NAME-2, NAME-3...). Joining keeps the budget
-    the study already has. Returns (storage, study)."""
+                  keep_models: int = DEFAULT_KEEP_MODELS, join: bool = False):
+    """Create the study or resume it. A study made from a different space is refused (the
+    controller's --new-study picks a free name first). Joining keeps the budget the study
+    already has. Returns (storage, study)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -75,7 +74,6 @@ def prepare_study(space: SearchSpace, storage_url: str, study_name: str, trials:
     check_study_name(study_name)
     storage = open_storage(storage_url)
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    study_name = free_study_name(study_name, existing) if new_study else study_name
     if study_name in existing:
         stored = existing[study_name].user_attrs.get(HASH_ATTR)
         if stored is None:

@@ -184,7 +184,7 @@ def _refuse_older_schema(url: str, path: Path) -> None:
     creation lock: a store another process is creating right now is complete or not begun."""
     if not path.exists():
         return
-    with store_trouble(url, "cannot open study store"), file_lock(Path(f"{path}.init-lock")):
+    with store_trouble(url, "cannot open study store"), file_lock(_init_lock(path)):
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
             made = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'alembic_version'")
             if made.fetchone() is None:
@@ -225,7 +225,7 @@ def _create_rdb_storage(url: str, kwargs: dict, attempts: int = 5, serialize: bo
     path = sqlite_path(url) if serialize else None
     for attempt in range(attempts):
         try:
-            with file_lock(Path(f"{path}.init-lock")) if path else contextlib.nullcontext():
+            with file_lock(_init_lock(path)) if path else contextlib.nullcontext():
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **kwargs)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
                 sqlalchemy.exc.ProgrammingError) as e:
@@ -234,6 +234,11 @@ def _create_rdb_storage(url: str, kwargs: dict, attempts: int = 5, serialize: bo
                     word in text_ for word in ("already exists", "duplicate", "unique")):
                 raise
             time.sleep(0.2 * (attempt + 1))
+
+
+def _init_lock(path: Path) -> Path:
+    """The lock under which a SQLite store is created (and first looked at read-only)."""
+    return Path(f"{path}.init-lock")
 
 
 @contextlib.contextmanager
