@@ -3,12 +3,16 @@ for the best k trials only, the trained model.
 
 Artifacts live in a file-system artifact store (default storage/artifacts/) that optuna-dashboard
 shows beside each trial. Model files are large, so only the k best completed trials keep theirs:
-a model that drops out of the top k has its file removed and its id listed in the study's
-`sweeper.evicted_models` attribute (Optuna cannot edit a finished trial's artifact list).
+a model that drops out of the top k is replaced, under the same artifact id, by a short text
+saying which trial pushed it out, and its id is listed in the study's `sweeper.evicted_models`
+attribute. So no trial ever links to a file that is gone. Optuna's API cannot edit a finished
+trial's artifact list, so the entry is rewritten in place (storage.rewrite_trial_system_attr).
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -62,7 +66,7 @@ def save_trial_artifacts(trial, model, y_true: np.ndarray, y_pred: np.ndarray, c
                                           mimetype="application/octet-stream")
             trial.set_user_attr(MODEL_ATTR, artifact_id)
             _evict_beyond_top(trial.study, store, folder, keep, direction,
-                              (trial.number, value, artifact_id))
+                              (trial.number, value, artifact_id, trial._trial_id))
 
 
 def confusion_png(y_true, y_pred, class_names, path: Path, title: str) -> None:
@@ -113,15 +117,36 @@ def per_class_csv(y_true, y_pred, class_names) -> str:
     return "\n".join(rows) + "\n"
 
 
-def _kept_models(study, direction: str) -> list[tuple[int, float, str]]:
-    """(number, value, artifact id) of completed trials whose model file is still kept."""
+def _kept_models(study, direction: str) -> list[tuple[int, float, str, int]]:
+    """(number, value, artifact id, trial id) of completed trials whose model file is kept."""
     import optuna
 
     evicted = set(study.user_attrs.get(EVICTED_ATTR, []))
-    kept = [(t.number, t.value, t.user_attrs[MODEL_ATTR])
+    kept = [(t.number, t.value, t.user_attrs[MODEL_ATTR], t._trial_id)
             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             if t.user_attrs.get(MODEL_ATTR) and t.user_attrs[MODEL_ATTR] not in evicted]
     return sorted(kept, key=lambda k: k[1], reverse=direction == "maximize")
+
+
+def evicted_note(number: int, value: float, keep: int, pushed_out_by: int) -> str:
+    return (f"The model file of trial {number} (objective {value:.4f}) was deleted when trial "
+            f"{pushed_out_by} entered the best {keep}: only the best {keep} trials keep their "
+            "model (sweeper sweep --keep-models). Its params and seed are stored on the trial; "
+            "`sweeper best --export` and `sweeper retrain --params` rebuild a model from them.\n")
+
+
+def _replace_with_note(study, store, artifact_id: str, trial_id: int, number: int, value: float,
+                       keep: int, pushed_out_by: int) -> None:
+    """The model file becomes a short note, and the trial's artifact entry says so (a text file)
+    instead of linking to a model that is gone."""
+    from sweeper.storage import rdb_of, rewrite_trial_system_attr
+
+    note = evicted_note(number, value, keep, pushed_out_by)
+    store.write(artifact_id, io.BytesIO(note.encode()))  # the model's bytes are gone
+    meta = {"artifact_id": artifact_id, "filename": f"model_trial_{number}.evicted.txt",
+            "mimetype": "text/plain", "encoding": None}
+    rewrite_trial_system_attr(rdb_of(study._storage), trial_id, f"artifacts:{artifact_id}",
+                              json.dumps(meta))
 
 
 def _in_top(trial, value: float, keep: int, direction: str) -> bool:
@@ -140,13 +165,11 @@ def _evict_beyond_top(study, store, folder: Path, keep: int, direction: str,
     with file_lock(folder / ".evict.lock"):
         ranked = sorted(_kept_models(study, direction) + [newest],
                         key=lambda k: k[1], reverse=direction == "maximize")
-        extra = [artifact_id for _, _, artifact_id in ranked[keep:]]
+        extra = ranked[keep:]
         if not extra:
             return
-        for artifact_id in extra:
-            try:
-                store.remove(artifact_id)
-            except Exception:  # already gone
-                pass
-        evicted = list(study.user_attrs.get(EVICTED_ATTR, [])) + extra
+        for number, value, artifact_id, trial_id in extra:
+            _replace_with_note(study, store, artifact_id, trial_id, number, value, keep,
+                               pushed_out_by=newest[0])
+        evicted = list(study.user_attrs.get(EVICTED_ATTR, [])) + [k[2] for k in extra]
         study.set_user_attr(EVICTED_ATTR, sorted(set(evicted)))

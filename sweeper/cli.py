@@ -412,6 +412,7 @@ def cmd_retrain(args) -> int:
 
 def cmd_slurm(args) -> int:
     from sweeper.controller import prepare_study
+    from sweeper.errors import StorageError
     from sweeper.slurm import SlurmJob, check_time_limit, submit, write_script
     from sweeper.space import load_space
     from sweeper.storage import mask_url, resolve_storage_url, sqlite_path
@@ -420,6 +421,11 @@ def cmd_slurm(args) -> int:
     url = resolve_storage_url(args.storage, space.name)
     check_time_limit(args.time)
     if sqlite_path(url) is not None:
+        if args.nodes > 1:  # before anything is written
+            raise StorageError(
+                f"--nodes {args.nodes} with the SQLite store {mask_url(url)}: SQLite on a file "
+                "system shared by several nodes corrupts (optuna#815); use a PostgreSQL or MySQL "
+                "store (--storage or SWEEPER_STORAGE), or --nodes 1")
         print("warning: a SQLite store serves one machine; for several nodes use PostgreSQL or "
               "MySQL (--storage or SWEEPER_STORAGE)", file=sys.stderr)
     _, study = prepare_study(space, url, args.study or space.name, args.trials)

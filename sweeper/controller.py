@@ -21,12 +21,15 @@ from pathlib import Path
 from sweeper.artifacts import ARTIFACT_DIR_ENV, DEFAULT_KEEP_MODELS, KEEP_MODELS_ATTR, artifact_dir
 from sweeper.errors import StorageError, SweeperError, SweepFailed
 from sweeper.gpus import Slot, gpu_names, threads_per_worker
+from sweeper.host_workers import ran_here_and_gone, wait_for_leftovers
+from sweeper.lifeline import CONTROLLER_ENV
 from sweeper.paths import check_study_name, private_folder, study_folder
+from sweeper.retries import fail_and_requeue, pending, queue_pending
 from sweeper.space import SearchSpace
 from sweeper.study_info import masked_command, record_run, write_note
 from sweeper.storage import (STORAGE_ENV, SweepLock, TrialCounts, count_trials, describe_store_error,
-                             mask_url, open_storage, retry_callback, sqlite_path, store_errors,
-                             store_problem, store_reason, store_trouble)
+                             mask_url, open_storage, sqlite_path, store_errors, store_problem,
+                             store_reason, store_trouble)
 from sweeper.worker import (BUDGET_ATTR, EXIT_DONE, EXIT_INTERRUPTED, EXIT_RECYCLE, HASH_ATTR,
                             SPACE_ATTR)
 
@@ -122,6 +125,7 @@ class Controller:
         self.draining = False
         self.started = time.time()
         self.deadline = self.started + options.timeout_s if options.timeout_s else None
+        self.sweep_lock: SweepLock | None = None
 
     # -- public ------------------------------------------------------------------------------
 
@@ -132,6 +136,9 @@ class Controller:
                 self.study_name = free_study_name(self.study_name, study_names(self.storage_url))
             if not self.options.join:
                 self._take_sweep_lock()
+            # An earlier run's workers, left behind by a controller killed outright, are on
+            # their way out: wait for them rather than put a second worker on their GPUs.
+            wait_for_leftovers(self.say)
             self.storage, self.study = prepare_study(
                 self.space, self.storage_url, self.study_name, self.options.trials,
                 keep_models=self.options.keep_models, join=self.options.join)
@@ -142,6 +149,10 @@ class Controller:
                     "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                     "command": masked_command(["sweeper", *sys.argv[1:]])})
             record_run(self.study, self.slots, gpu_names())
+            # What an earlier run left unfinished runs again: trials of its dead workers here,
+            # and retries that a full disk or a crash kept from being queued.
+            self._close_trials(ran_here_and_gone, "the worker that ran it is gone")
+            queue_pending(self.study, self.storage, ran_here_and_gone)
             write_note(self.study, self.storage, self.space)
             counts = count_trials(self.storage, self.study._study_id)
         self.study_name = self.study.study_name
@@ -164,15 +175,16 @@ class Controller:
             self._stop_workers(wait_first=code == 0)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            if hasattr(self, "sweep_lock"):
+            if self.sweep_lock is not None:
                 self.sweep_lock.release()
         self._summary()
         return code
 
     def _take_sweep_lock(self) -> None:
         """One controller per study: a second one would put twice the workers on the GPUs."""
-        self.sweep_lock = SweepLock(self.storage_url, self.study_name)
-        if self.sweep_lock.try_acquire():
+        lock = SweepLock(self.storage_url, self.study_name)
+        if lock.try_acquire():
+            self.sweep_lock = lock
             return
         holder = {}
         with contextlib.suppress(KeyError):
@@ -216,9 +228,12 @@ class Controller:
     def _watch_once(self) -> bool:
         """One look at the store and the workers. True when the sweep is over."""
         last = self._last
+        self._check_sweep_lock()
         counts = count_trials(self.storage, self.study._study_id)
         if counts.finished >= self.options.trials and counts.running == 0 and counts.waiting == 0:
-            return True
+            # Over, unless a trial cut short still waits for its retry to be queued.
+            queue_pending(self.study, self.storage, ran_here_and_gone)
+            return not pending(self.storage, self.study._study_id)
         now = time.time()
         past_deadline = self.deadline is not None and now >= self.deadline
         self._tend_workers(counts, past_deadline)
@@ -237,6 +252,7 @@ class Controller:
             import optuna
 
             optuna.storages.fail_stale_trials(self.study)
+            queue_pending(self.study, self.storage, ran_here_and_gone)
             last["stale_check"] = now
         if now - last["note"] > NOTE_EVERY_S:
             write_note(self.study, self.storage, self.space)
@@ -261,7 +277,7 @@ class Controller:
                     worker.done = True
                 elif code != EXIT_RECYCLE:
                     # Its trial would stay RUNNING until its heartbeat goes stale: close it now.
-                    self._fail_trials_of([pid], f"the worker died (exit code {code})")
+                    self._close_trials(_run_by(pid), f"the worker died (exit code {code})")
                     self._on_crash(worker, code)
             if past_deadline or self.stopping or self.draining:
                 continue
@@ -292,6 +308,7 @@ class Controller:
             "SWEEPER_WORKER_ID": str(slot.worker_id),
             "PYTHONUNBUFFERED": "1",
             ARTIFACT_DIR_ENV: str(artifact_dir()),
+            CONTROLLER_ENV: str(os.getpid()),  # the worker stops if this process goes
         })
         command = [sys.executable, "-m", "sweeper", "worker", "--study", self.study_name,
                    "--heartbeat", str(self.options.heartbeat_s),
@@ -347,23 +364,26 @@ class Controller:
         for w in self.workers:
             w.process = None
         if killed and hasattr(self, "study"):
-            self._fail_trials_of(killed, "interrupted: the worker was killed")
+            self._close_trials(_run_by(*killed), "interrupted: the worker was killed")
 
-    def _fail_trials_of(self, pids: list[int], reason: str) -> None:
-        """Fail the RUNNING trials of dead worker processes and queue them again."""
+    def _close_trials(self, dead, reason: str) -> None:
+        """Fail the RUNNING trials for which `dead(trial)` is true and queue them again."""
         import optuna
 
         for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if trial.user_attrs.get("sweeper.pid") not in pids or \
-                    trial.user_attrs.get("sweeper.host") != socket.gethostname():
-                continue  # another process, maybe on another machine sharing the store
-            try:
-                self.storage.set_trial_user_attr(trial._trial_id, "sweeper.fail_reason",
-                                                 f"{reason}; queued to run again")
-                self.storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue  # a heartbeat check failed it first and queued it
-            retry_callback()(self.study, self.storage.get_trial(trial._trial_id))
+            if dead(trial):
+                fail_and_requeue(self.study, self.storage, trial._trial_id, reason)
+
+    def _check_sweep_lock(self) -> None:
+        """A database restart ends the session that holds a server's sweep lock: take it again
+        at once, so that a second sweep started after the restart is still refused."""
+        if self.sweep_lock is None or self.sweep_lock.still_held():
+            return
+        self.sweep_lock = None
+        raise StorageError(
+            f"study '{self.study_name}' in {mask_url(self.storage_url)}: the database restarted "
+            "and another sweep took this study over meanwhile; this one stops (its trials cut "
+            "short run again)")
 
     # -- output ------------------------------------------------------------------------------
 
@@ -414,6 +434,13 @@ class Controller:
         self.say(f"inspect it: sweeper dashboard {self.space.name} {target}".rstrip()
                  + f"   (or: make dashboard SPACE={self.space.name})")
         self.say(f"report:     sweeper report {self.space.name} {target}".rstrip())
+
+
+def _run_by(*pids: int):
+    """Whether a trial ran in one of these worker processes of this machine."""
+    host = socket.gethostname()
+    return lambda trial: (trial.user_attrs.get("sweeper.pid") in pids
+                          and trial.user_attrs.get("sweeper.host") == host)
 
 
 def _short(value) -> str:

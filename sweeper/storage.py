@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shlex
 import sqlite3
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,9 +70,12 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def engine_kwargs(url: str) -> dict:
-    """Engine options for many workers sharing one store."""
+def engine_kwargs(url: str, read_only: bool = False) -> dict:
+    """Engine options for many workers sharing one store. `read_only`: see _read_only_uri."""
     parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and read_only:
+        uri = _read_only_uri(Path(parsed.database))
+        return {"creator": lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)}
     if parsed.get_backend_name() == "sqlite":
         path = parsed.database
 
@@ -138,6 +143,23 @@ class _QueuedConnection(sqlite3.Connection):
                 self._queue = None
 
 
+def _read_only_uri(path: Path) -> str:
+    """How to read a SQLite store that cannot be written here (a read-only file system, or
+    another user's file). A reader of a WAL store normally writes its `-shm` index beside it.
+    With a `-wal` file there (the store was not closed cleanly), SQLite reads it read-only using
+    the `-shm` beside it; without one every trial is in the main file, which can then be opened
+    immutable: no locks, no index, nothing written."""
+    quoted = urllib.parse.quote(str(path))
+    if Path(f"{path}-wal").exists():
+        return f"file:{quoted}?mode=ro"
+    return f"file:{quoted}?immutable=1"
+
+
+def writable(path: Path) -> bool:
+    """Whether this process may write the SQLite store at `path` and the files beside it."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
 def _begin_immediate(conn) -> None:
     # A deferred SQLite transaction that reads, then writes fails at once with 'database is
     # locked' when another process wrote in between; the busy timeout cannot help it. Taking the
@@ -155,9 +177,11 @@ def open_storage(url: str, *, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S, cre
     With create=False a missing SQLite file is an error instead of a new empty store.
     """
     path = sqlite_path(url)
+    read_only = False
     if path is not None:
         if not path.exists() and not create:
             raise StorageError(f"no study store at {path}; run a sweep first or pass --storage")
+        read_only = not create and not writable(path)
         if create:
             _make_private_dir(path.parent)
             _refuse_older_schema(url, path)
@@ -172,8 +196,8 @@ def open_storage(url: str, *, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S, cre
         kwargs = dict(heartbeat_interval=heartbeat_s, grace_period=heartbeat_s * 3,
                       heartbeat_stale_trial_callback=retry_callback())
     # A read-only opener never creates Optuna's tables in an empty database.
-    storage = _open_rdb(url, {**kwargs, "skip_table_creation": not create}, create)
-    if path is not None:
+    storage = _open_rdb(url, {**kwargs, "skip_table_creation": not create}, create, read_only)
+    if path is not None and not read_only:
         event.listen(storage.engine, "begin", _begin_immediate)
     return storage
 
@@ -192,11 +216,11 @@ def _refuse_older_schema(url: str, path: Path) -> None:
         _open_rdb(url, {"skip_table_creation": True}, create=False).engine.dispose()
 
 
-def _open_rdb(url: str, kwargs: dict, create: bool):
+def _open_rdb(url: str, kwargs: dict, create: bool, read_only: bool = False):
     """RDBStorage, with every way opening it can fail turned into one line."""
     try:
         with _quiet_experimental():
-            return _create_rdb_storage(url, kwargs, serialize=create)
+            return _create_rdb_storage(url, kwargs, serialize=create, read_only=read_only)
     except ImportError as e:
         raise StorageError(f"{mask_url(url)}: no database driver ({e}); "
                            "pip install 'sweeper[postgres]' or 'sweeper[mysql]'") from None
@@ -213,7 +237,8 @@ def _open_rdb(url: str, kwargs: dict, create: bool):
             f"optuna storage upgrade --storage {shlex.quote(mask_url(url))}") from None
 
 
-def _create_rdb_storage(url: str, kwargs: dict, attempts: int = 5, serialize: bool = True):
+def _create_rdb_storage(url: str, kwargs: dict, attempts: int = 5, serialize: bool = True,
+                        read_only: bool = False):
     """RDBStorage, tolerating other processes that create the same new store at the same moment.
 
     Creating Optuna's tables is not atomic: two processes on a new store can both try, and the
@@ -222,11 +247,17 @@ def _create_rdb_storage(url: str, kwargs: dict, attempts: int = 5, serialize: bo
     nothing (workers) skip the lock: sixteen of them starting at once would queue on it."""
     import optuna
 
+    if serialize and sqlite_path(url) is None and _has_optuna_tables(url):
+        # A server store of an older Optuna is refused before anything is added to it: opened
+        # without creating tables, RDBStorage only checks the schema version.
+        optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url),
+                                   skip_table_creation=True).engine.dispose()
     path = sqlite_path(url) if serialize else None
     for attempt in range(attempts):
         try:
             with file_lock(_init_lock(path)) if path else contextlib.nullcontext():
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **kwargs)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs(url, read_only), **kwargs)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
                 sqlalchemy.exc.ProgrammingError) as e:
             text_ = str(e).lower()
@@ -234,6 +265,14 @@ def _create_rdb_storage(url: str, kwargs: dict, attempts: int = 5, serialize: bo
                     word in text_ for word in ("already exists", "duplicate", "unique")):
                 raise
             time.sleep(0.2 * (attempt + 1))
+
+
+def _has_optuna_tables(url: str) -> bool:
+    engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
+    try:
+        return sqlalchemy.inspect(engine).has_table("alembic_version")
+    finally:
+        engine.dispose()
 
 
 def _init_lock(path: Path) -> Path:
@@ -349,13 +388,16 @@ def _optuna_version() -> str:
     return optuna.__version__
 
 
+MAX_RETRIES = 3
+
+
 def retry_callback():
-    """Queues a failed trial again with its params, at most 3 times; shared by heartbeats and
-    by workers that are stopped mid-trial."""
+    """Queues a failed trial again with its params, at most MAX_RETRIES times; shared by
+    heartbeats and by sweeper.retries."""
     import optuna
 
     with _quiet_experimental():
-        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
 
 def _make_private_dir(folder: Path) -> None:
@@ -413,6 +455,25 @@ _STATE_COUNTS = text(
 _RETRY_COUNT = text(
     "SELECT COUNT(*) FROM trial_system_attributes a JOIN trials t ON a.trial_id = t.trial_id "
     "WHERE t.study_id = :study_id AND a.key = 'failed_trial'")
+
+
+def rdb_of(storage):
+    """The RDBStorage itself, also when Optuna wraps it in its cache (a study's `_storage`)."""
+    return getattr(storage, "_backend", storage)
+
+
+_TRIAL_SYSTEM_ATTRS = sqlalchemy.table("trial_system_attributes", sqlalchemy.column("trial_id"),
+                                      sqlalchemy.column("key"), sqlalchemy.column("value_json"))
+
+
+def rewrite_trial_system_attr(storage, trial_id: int, key: str, value) -> None:
+    """Replaces an existing system attribute of a trial, finished or not (Optuna's API refuses
+    finished trials). Stored as Optuna stores it: the value as JSON."""
+    table = _TRIAL_SYSTEM_ATTRS
+    with storage.engine.begin() as conn:
+        conn.execute(table.update()
+                     .where(table.c.trial_id == trial_id, table.c.key == key)
+                     .values(value_json=json.dumps(value)))
 
 
 def count_trials(storage, study_id: int) -> TrialCounts:
@@ -525,6 +586,22 @@ class SweepLock:
         if not held:
             self.release()
         return held
+
+    def still_held(self) -> bool:
+        """Checks the lock's session and takes the lock again if the session ended: a database
+        restart ends every session, and the lock with it. False when another sweep took it in
+        the meantime; a store error when the database is still away (try again later)."""
+        if self._lock_path is not None:
+            return self._file is not None  # a kernel lock: it goes only with this process
+        if self._conn is not None:
+            try:
+                self._conn.execute(text("SELECT 1"))
+                self._conn.commit()
+                return True
+            except store_errors():
+                pass
+        self.release()
+        return self.try_acquire()
 
     def release(self) -> None:
         if self._file is not None:

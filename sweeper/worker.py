@@ -6,8 +6,8 @@ machine, and they all cooperate through the store. It sees the GPUs its environm
 (CUDA_VISIBLE_DEVICES) and nothing else.
 
 Exit codes: 0 = no work left (budget spent or deadline passed), 3 = asks to be replaced by a fresh
-process (TensorFlow leaks memory across trials), 130 = stopped by a signal, 2 = user error,
-1 = too many failures in a row or a bug.
+process (TensorFlow leaks memory across trials), 130 = stopped by a signal or because the controller
+that started it is gone (sweeper.lifeline), 2 = user error, 1 = too many failures in a row or a bug.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ import time
 import warnings
 
 from sweeper.errors import StorageError, SweeperError
+from sweeper.lifeline import watch_controller
+from sweeper.retries import fail_and_requeue, mark, queue_retry
 from sweeper.space import parse_space
 from sweeper.storage import (BudgetLock, count_trials, describe_store_error, mask_url,
-                             open_storage, retry_callback, store_cause, store_errors,
-                             store_problem, store_reason, store_trouble)
+                             open_storage, rdb_of, store_cause, store_errors, store_problem,
+                             store_reason, store_trouble)
 
 EXIT_DONE, EXIT_RECYCLE, EXIT_FAILING, EXIT_INTERRUPTED = 0, 3, 1, 130
 # Below this many free slots, workers take the budget lock before starting a trial, so racing
@@ -32,7 +34,6 @@ EXIT_DONE, EXIT_RECYCLE, EXIT_FAILING, EXIT_INTERRUPTED = 0, 3, 1, 130
 LOCK_MARGIN = 64
 MAX_FAILURES_IN_A_ROW = 10
 LAST_TRIALS_POLL_S = 0.5  # how soon a waiting worker sees the last trials end
-INTERRUPTED_REASON = "interrupted: the worker was stopped; queued to run again"
 SPACE_ATTR, BUDGET_ATTR, HASH_ATTR = "sweeper.space_yaml", "sweeper.n_trials", "sweeper.space_hash"
 
 
@@ -83,13 +84,27 @@ def visible_accelerators() -> list[str]:
     return []
 
 
-# Set by SIGTERM/SIGINT. The handler only sets it: an exception raised from a signal handler can
-# land anywhere (inside a finalizer, where Python swallows it); training checks it every batch.
+# Set by SIGTERM/SIGINT, or when the controller is gone. The handler only sets it: an exception
+# raised from a signal handler can land anywhere (inside a finalizer, where Python swallows it);
+# training checks it every batch.
 STOP = threading.Event()
+_why_stopped = ["the worker was stopped"]
 
 
 # Set by SIGUSR1 (Slurm's warning before a time limit): finish the running trial, start no other.
 DRAIN = threading.Event()
+
+
+def request_stop(reason: str) -> None:
+    if not STOP.is_set():
+        _why_stopped[0] = reason
+        log(f"stopping: {reason}")
+    STOP.set()
+
+
+def interrupted_reason() -> str:
+    """Why the trial cut short by STOP failed (retries.mark adds whether it runs again)."""
+    return f"interrupted: {_why_stopped[0]}"
 
 
 def _request_stop(signum, frame):
@@ -111,6 +126,7 @@ def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = Non
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _request_stop)
     signal.signal(signal.SIGUSR1, _request_drain)
+    watch_controller(request_stop, EXIT_INTERRUPTED)  # before the slow imports: may stop them
     worker_id = worker_id or os.environ.get("SWEEPER_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}"
 
     with store_trouble(storage_url):
@@ -163,7 +179,7 @@ def run_trials(study, objective, budget: int | None, *, deadline: float | None =
     Any objective works here (the tests use ones without TensorFlow)."""
     import optuna
 
-    rdb = getattr(study._storage, "_backend", study._storage)  # the RDBStorage under Optuna's cache
+    rdb = rdb_of(study._storage)
     lock = BudgetLock(rdb, study.study_name)
     current: dict = {}
     lost_store = store_errors()
@@ -177,7 +193,7 @@ def run_trials(study, objective, budget: int | None, *, deadline: float | None =
             current["user_error"] = e
             raise
         except KeyboardInterrupt:  # noted while the trial can still be written to
-            trial.set_user_attr("sweeper.fail_reason", INTERRUPTED_REASON)
+            mark(trial.storage, trial._trial_id, interrupted_reason())
             raise
         except lost_store as e:
             # Not the trial's fault: escape Optuna's catch so the loop waits for the store and
@@ -187,7 +203,7 @@ def run_trials(study, objective, budget: int | None, *, deadline: float | None =
     ran = failures_in_a_row = 0
     while True:
         if STOP.is_set():
-            log("stopped by a signal")
+            log(f"stopped ({_why_stopped[0]})")
             return EXIT_INTERRUPTED
         if DRAIN.is_set():
             log("asked to drain (time limit near); taking no new trials")
@@ -221,17 +237,17 @@ def run_trials(study, objective, budget: int | None, *, deadline: float | None =
             lock.release()
             if store_problem(cause, midway=True):  # full disk, read-only, credentials
                 try:  # queue the cut-short trial again while the store may still take it
-                    _close_interrupted(study, current.get("trial"))
+                    _close_interrupted(study, current.get("trial"), STORE_CUT_REASON)
                 except lost_store:
                     pass  # it stays RUNNING; the next run's heartbeat check retries it
                 raise StorageError(describe_store_error(str(rdb.url), cause)) from None
             if not _wait_for_store(rdb, study._study_id, cause):
-                return EXIT_FAILING
-            _close_interrupted(study, current.get("trial"))
+                return EXIT_INTERRUPTED if STOP.is_set() else EXIT_FAILING
+            _close_interrupted(study, current.get("trial"), STORE_CUT_REASON)
             continue
         except KeyboardInterrupt:
-            _close_interrupted(study, current.get("trial"))
-            log("stopped by a signal")
+            _close_interrupted(study, current.get("trial"), interrupted_reason())
+            log(f"stopped ({_why_stopped[0]})")
             return EXIT_INTERRUPTED
         finally:
             lock.release()
@@ -253,6 +269,7 @@ def run_trials(study, objective, budget: int | None, *, deadline: float | None =
 
 
 STORE_OUTAGE_LIMIT_S = 600
+STORE_CUT_REASON = "interrupted: the store could not be written"
 
 
 class _StoreLost(KeyboardInterrupt):
@@ -265,7 +282,9 @@ def _wait_for_store(rdb, study_id: int, error: BaseException) -> bool:
     log(f"store unreachable ({store_reason(error)}); retrying with backoff")
     started, wait = time.time(), 0.5
     while time.time() - started < STORE_OUTAGE_LIMIT_S:
-        time.sleep(wait)
+        if STOP.wait(wait):  # asked to stop: its controller, or the next sweep, closes the trial
+            log("stopped while waiting for the store")
+            return False
         try:
             count_trials(rdb, study_id)
             log(f"store back after {time.time() - started:.0f}s")
@@ -290,8 +309,9 @@ def _slot_free(storage, study_id: int, budget: int | None, lock: BudgetLock) -> 
     return counts.may_start(budget), counts.running > 0
 
 
-def _close_interrupted(study, trial) -> None:
-    """The trial cut short by a signal is failed with its reason and queued to run again."""
+def _close_interrupted(study, trial, reason: str) -> None:
+    """The trial cut short by a signal or a store outage is failed with its reason and queued to
+    run again (see sweeper.retries for why failing comes after marking)."""
     import optuna
 
     if trial is None:
@@ -299,11 +319,9 @@ def _close_interrupted(study, trial) -> None:
     storage = study._storage
     frozen = storage.get_trial(trial._trial_id)
     if frozen.state == optuna.trial.TrialState.RUNNING:  # the signal came outside the objective
-        storage.set_trial_user_attr(trial._trial_id, "sweeper.fail_reason", INTERRUPTED_REASON)
-        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-    elif frozen.state != optuna.trial.TrialState.FAIL:
-        return  # it finished before the signal landed
-    retry_callback()(study, storage.get_trial(trial._trial_id))
+        fail_and_requeue(study, storage, trial._trial_id, reason)
+    elif frozen.state == optuna.trial.TrialState.FAIL:  # Optuna failed it on the way out
+        queue_retry(study, storage, trial._trial_id)
 
 
 def _describe(trial) -> str:

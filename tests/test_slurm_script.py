@@ -33,3 +33,20 @@ def test_script_asks_for_gpus_and_a_warning_and_hides_the_password(tmp_path):
     assert "#SBATCH --partition=gpu" in script
     assert "--trials 400" in script and "--study cnn_lr" in script
     assert "s3cret" not in script and "alice:***@db" in script
+
+
+def test_several_nodes_on_a_sqlite_store_are_refused_before_anything_is_written(project):
+    from conftest import run_sweeper
+
+    refused = run_sweeper("slurm", "tiny_cnn", "--nodes", "3")
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sweeper: error: --nodes 3 with the SQLite "
+                                                   f"store sqlite:///{project}/storage/tiny_cnn.db")
+    assert "optuna#815" in lines[0] and "PostgreSQL or MySQL" in lines[0] and "--nodes 1" in lines[0]
+    assert not (project / "storage").exists(), "something was written"
+
+    one_node = run_sweeper("slurm", "tiny_cnn", "--nodes", "1")  # allowed, with a warning
+    assert one_node.returncode == 0, one_node.stderr
+    assert "warning: a SQLite store serves one machine" in one_node.stderr
+    assert (project / "storage" / "slurm" / "tiny_cnn" / "sweep.sbatch").exists()

@@ -296,3 +296,62 @@ def test_store_problems_are_told_apart(message, fix, stops_a_running_sweep):
     assert (store_problem(wrapped, midway=True) is not None) == stops_a_running_sweep
     line = describe_store_error("postgresql+psycopg://me:pw1234@db/sweeps", wrapped)
     assert "\n" not in line and "pw1234" not in line and message.splitlines()[0][:40] in line
+
+
+def _end_every_session(url: str) -> int:
+    """What a database restart does to its clients: every session on the database ends (and
+    with it the session locks). Returns how many it ended."""
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    admin = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
+                                     isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if admin.dialect.name == "postgresql":
+            ended = conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                "AND pid <> pg_backend_pid()", (name,)).fetchall()
+        else:
+            ids = [row[0] for row in conn.exec_driver_sql(
+                "SELECT id FROM information_schema.processlist WHERE db = %s "
+                "AND id <> CONNECTION_ID()", (name,))]
+            for session in ids:
+                conn.exec_driver_sql(f"KILL {int(session)}")
+            ended = ids
+    admin.dispose()
+    return len(ended)
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+def test_the_sweep_lock_is_taken_again_after_a_database_restart(kind):
+    """A server's sweep lock lives in one session; when the database drops every session, the
+    holder takes it again, and a second sweep is still refused. If the second got there first,
+    the holder learns that it lost the lock."""
+    from conftest import _server_database
+
+    url, drop = _server_database(kind)
+    try:
+        open_storage(url)
+        first, second = SweepLock(url, "study"), SweepLock(url, "study")
+        assert first.try_acquire()
+        assert _end_every_session(url) >= 1
+        assert first.still_held(), "the holder did not take its lock again"
+        assert not second.try_acquire(), "a second sweep took the lock after the restart"
+        assert first.still_held()  # a live session: nothing to do
+
+        assert _end_every_session(url) >= 1
+        assert second.try_acquire()  # the second sweep starts first this time
+        assert not first.still_held(), "two sweeps both think they hold the study"
+        second.release()
+        first.release()
+    finally:
+        drop()
+
+
+def test_a_sqlite_sweep_lock_is_held_for_the_life_of_its_process(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    lock = SweepLock(url, "study")
+    assert lock.try_acquire() and lock.still_held()
+    lock.release()
+    assert not lock.still_held()

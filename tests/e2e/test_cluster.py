@@ -112,6 +112,34 @@ def restart_postgres(down_s: float = 5) -> None:
         subprocess.run([*cluster, "start"], check=True, timeout=120, capture_output=True)
 
 
+def _sweep_lock_held_within(url: str, study: str, seconds: float) -> bool:
+    """Whether some session holds the sweep lock of `study` (a PostgreSQL advisory lock on a
+    64-bit key: classid holds its high half, objid its low half) within `seconds`."""
+    import hashlib
+
+    import sqlalchemy
+
+    key = int(hashlib.sha256(f"sweep:{study}".encode()).hexdigest()[:15], 16)
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    deadline = time.time() + seconds
+    try:
+        while time.time() < deadline:
+            try:
+                with engine.connect() as conn:
+                    held = conn.exec_driver_sql(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                        "AND classid::bigint = %s AND objid::bigint = %s",
+                        (key >> 32, key & 0xFFFFFFFF)).scalar()
+                if held:
+                    return True
+            except sqlalchemy.exc.OperationalError:
+                pass  # still starting
+            time.sleep(0.5)
+        return False
+    finally:
+        engine.dispose()
+
+
 def test_sweep_survives_a_database_restart(project):
     if not shutil.which("pg_ctlcluster") or not os.path.isdir("/etc/postgresql") \
             or os.geteuid() != 0:
@@ -127,10 +155,18 @@ def test_sweep_survives_a_database_restart(project):
             done_before = [t.number for t in load(url, "long_cnn").trials
                            if t.state == State.COMPLETE]
             restart_postgres()
+            # The restart ended the session holding the sweep lock: the controller takes it
+            # again, so a second sweep started now is still refused.
+            assert _sweep_lock_held_within(url, "long_cnn", 20), "sweep lock not taken again"
+            second = run_sweeper("sweep", "long_cnn", "--trials", "50", "--workers", "2",
+                                 "--storage", url)
             output = sweep.communicate(timeout=400)[0]
         finally:
             if sweep.poll() is None:
                 sweep.kill()
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert "is already being swept by" in second.stderr and f"(pid {sweep.pid} " in \
+            second.stderr and len(second.stderr.strip().splitlines()) == 1
         assert sweep.returncode == 0, output
         trials = load(url, "long_cnn").trials
         finished = [t for t in trials if t.state in (State.COMPLETE, State.PRUNED)]

@@ -95,11 +95,15 @@ def test_dashboard_api_shows_everything_about_each_trial(swept):
             assert f"confusion_matrix_trial_{trial['number']}.png" in names
             assert f"per_class_trial_{trial['number']}.csv" in names
             models += f"model_trial_{trial['number']}.keras" in names
-            png = next(a for a in trial["artifacts"] if a["filename"].endswith(".png"))
-            url = (f"http://127.0.0.1:{port}/artifacts/{trial['study_id']}/{trial['trial_id']}/"
-                   f"{png['artifact_id']}")
-            with urllib.request.urlopen(url, timeout=10) as response:
-                assert response.read(8) == b"\x89PNG\r\n\x1a\n"
+            for artifact in trial["artifacts"]:  # every one listed can be fetched: no dead link
+                url = (f"http://127.0.0.1:{port}/artifacts/{trial['study_id']}/"
+                       f"{trial['trial_id']}/{artifact['artifact_id']}")
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    head = response.read(8)
+                if artifact["filename"].endswith(".png"):
+                    assert head == b"\x89PNG\r\n\x1a\n"
+                if artifact["filename"].endswith(".evicted.txt"):
+                    assert head == b"The mode"
         assert models >= 1
         # Only the 2 best models are kept on disk, whatever was uploaded along the way.
         kept = [p for p in (folder / "storage" / "artifacts").iterdir()

@@ -4,12 +4,18 @@ finished trial is lost."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import re
 import shlex
+import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -89,15 +95,14 @@ def test_full_disk_and_read_only_store_stop_cleanly_and_lose_nothing(project, sm
     before = _finished(url, "tiny_cnn")
     assert len(before) == 2
 
-    # Read-only: the same command, status, and a new store under it all say so.
+    # Read-only: the sweep and a new store under it are refused; what only reads still works.
     _remount(small_disk, "ro")
     line = _one_error_line(run_sweeper(*sweep, "--trials", "12"))
     assert f"study store {url}" in line and "not writable" in line
-    line = _one_error_line(run_sweeper("status", "--storage", url))
-    assert "not writable" in line
     line = _one_error_line(run_sweeper("sweep", "tiny_cnn", "--storage",
                                        f"sqlite:///{small_disk / 'new' / 'x.db'}"))
     assert "Read-only file system" in line
+    _reads_a_read_only_store(url, before)
     _remount(small_disk, "rw")
     assert _finished(url, "tiny_cnn") == before
 
@@ -118,6 +123,84 @@ def test_full_disk_and_read_only_store_stop_cleanly_and_lose_nothing(project, sm
     assert all(_finished(url, "tiny_cnn")[n] == v for n, v in after_full.items())
     counts = _counts(url, "tiny_cnn")
     assert counts.finished == 12 and counts.running == 0 and counts.waiting == 0, _table(url)
+
+
+def _reads_a_read_only_store(url: str, finished: dict[int, float | None]) -> None:
+    """status, report, best and the dashboard read a store this machine cannot write."""
+    status = run_sweeper("status", "--storage", url)
+    assert status.returncode == 0, status.stderr
+    assert f"tiny_cnn                 {len(finished)}/" in status.stdout
+    best_number, best_value = max(((n, v) for n, v in finished.items() if v is not None),
+                                  key=lambda item: item[1])
+    best = run_sweeper("best", "tiny_cnn", "--storage", url)
+    assert best.returncode == 0, best.stderr
+    assert best.stdout.startswith(f"best trial {best_number}: validation F1 {best_value:.4f}")
+    report = run_sweeper("report", "tiny_cnn", "--storage", url)
+    assert report.returncode == 0, report.stderr
+    assert f"{best_value:.4f}" in report.stdout.split("top ", 1)[1]
+    assert Path("storage/reports/tiny_cnn/report.html").exists()
+    with _dashboard(url) as base:
+        studies = _get_json(f"{base}/api/studies")["study_summaries"]
+        assert [s["study_name"] for s in studies] == ["tiny_cnn"]
+        trials = _get_json(f"{base}/api/studies/{studies[0]['study_id']}")["trials"]
+        assert {t["number"] for t in trials} == set(finished)
+
+
+@contextlib.contextmanager
+def _dashboard(url: str):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "sweeper", "dashboard", "--storage", url,
+                               "--port", str(port)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                _get_json(f"{base}/api/meta")
+                break
+            except OSError:
+                assert server.poll() is None, server.communicate()[0]
+                assert time.time() < deadline, "the dashboard did not start"
+                time.sleep(0.3)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _get_json(url: str):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_a_read_only_store_left_with_its_write_ahead_log_is_read_whole(project, small_disk):
+    """A store whose last writes are still in its -wal file (the disk went read-only mid-sweep)
+    is read with them: nothing in the log is skipped."""
+    import sqlite3
+
+    from sweeper.storage import open_storage
+
+    source = project / "live" / "study.db"
+    storage = open_storage(f"sqlite:///{source}", heartbeat_s=None)
+    keep_open = sqlite3.connect(source)  # holds the log open, so nothing is checkpointed
+    keep_open.execute("PRAGMA wal_autocheckpoint=0")
+    study = optuna.create_study(study_name="tiny_cnn", storage=storage, direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    logged = [p for p in source.parent.iterdir() if p.name.endswith("-wal")]
+    assert logged and logged[0].stat().st_size > 0
+    for part in source.parent.iterdir():  # what a crashed sweep leaves on its disk
+        shutil.copy(part, small_disk / part.name)
+    keep_open.close()
+    _remount(small_disk, "ro")
+    url = f"sqlite:///{small_disk / 'study.db'}"
+    status = run_sweeper("status", "--storage", url)
+    assert status.returncode == 0, status.stderr
+    assert "tiny_cnn                 3/? done: complete 3" in status.stdout
+    _remount(small_disk, "rw")
 
 
 def _table(url: str) -> str:
@@ -172,6 +255,73 @@ def test_store_of_an_older_optuna_is_left_untouched_with_the_upgrade_command(pro
     status = run_sweeper("status", "--storage", url)
     assert status.returncode == 0, status.stderr
     assert len(load(url, "old").get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 3
+
+
+# Optuna 2.4 made its stores without the heartbeat table that later versions add on opening.
+OLDEST_OPTUNA = "2.4.0"
+
+
+@pytest.fixture(scope="session")
+def oldest_optuna(tmp_path_factory) -> Path:
+    """Optuna 2.4 with the SQLAlchemy, Alembic and PostgreSQL driver of its time, apart from
+    this project's packages. Its optional plotting import is hidden: today's matplotlib breaks it."""
+    target = tmp_path_factory.mktemp("optuna-2.4")
+    got = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                          "--only-binary=:all:", "--target", str(target),
+                          f"optuna=={OLDEST_OPTUNA}", "sqlalchemy==1.4.54", "alembic==1.8.1",
+                          "psycopg2-binary==2.9.10"], capture_output=True, text=True)
+    if got.returncode != 0:
+        pytest.skip(f"cannot install optuna {OLDEST_OPTUNA} from the package index: "
+                    f"{(got.stderr.strip().splitlines() or ['?'])[-1]}")
+    (target / "matplotlib").mkdir()
+    (target / "matplotlib" / "__init__.py").write_text("raise ImportError('not for Optuna 2.4')\n")
+    return target
+
+
+def _everything_in(url: str) -> dict:
+    """Every table of the database with all its rows: what 'untouched' means."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return {table: sorted(map(repr, conn.execute(sqlalchemy.text(
+                        f"SELECT * FROM {table}")).fetchall()))
+                    for table in sqlalchemy.inspect(conn).get_table_names()}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+def test_a_server_store_of_an_older_optuna_gets_nothing_added(project, oldest_optuna, kind):
+    from sqlalchemy.engine import make_url
+
+    url, drop = _server_database(kind)
+    try:
+        # The old stack talks to PostgreSQL through psycopg2, this one through psycopg 3.
+        old_url = make_url(url).set(drivername="postgresql") if kind == "postgres" else \
+            make_url(url)
+        make_old = ("import optuna; s = optuna.create_study(storage=%r, study_name='old'); "
+                    "s.optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=3)"
+                    % old_url.render_as_string(hide_password=False))
+        subprocess.run([sys.executable, "-c", make_old], check=True, capture_output=True,
+                       env={**os.environ, "PYTHONPATH": str(oldest_optuna)})
+        before = _everything_in(url)
+        assert "trial_heartbeats" not in before  # what opening it as usual would add
+
+        for command in (("sweep", "tiny_cnn", "--study", "old"), ("status",)):
+            line = _one_error_line(run_sweeper(*command, "--storage", url))
+            assert f"written by an older Optuna ({OLDEST_OPTUNA})" in line
+            assert "optuna storage upgrade --storage" in line
+            assert _everything_in(url) == before, "the old store changed"
+
+        suggested = line.split("then run: ", 1)[1]
+        optuna_cli = str(Path(sys.executable).parent / "optuna")
+        subprocess.run([optuna_cli, *shlex.split(suggested)[1:]], check=True, capture_output=True)
+        assert len(load(url, "old").get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 3
+    finally:
+        drop()
 
 
 # -- servers: unreachable, wrong credentials, no such database --------------------------------

@@ -1,0 +1,96 @@
+"""No dead links: a model evicted from the top k leaves, under the same artifact id, a short note
+saying which trial pushed it out, and the real optuna-dashboard serves every artifact it lists."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import optuna
+import pytest
+
+from conftest import ROOT
+from sweeper.artifacts import (EVICTED_ATTR, KEEP_MODELS_ATTR, MODEL_ATTR, artifact_dir,
+                               save_trial_artifacts)
+from sweeper.storage import open_storage
+
+pytestmark = pytest.mark.slow
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _tiny_model():
+    import keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    return model
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, b""
+    except urllib.error.URLError:  # not listening yet
+        return 0, b""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_evicted_model_leaves_a_note_not_a_dead_link(tmp_path, monkeypatch):
+    monkeypatch.setenv("SWEEPER_ARTIFACT_DIR", str(tmp_path / "artifacts"))
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="evict", storage=open_storage(url),
+                                direction="maximize")
+    study.set_user_attr(KEEP_MODELS_ATTR, 1)
+    y = np.array([0, 1, 2, 1])
+    for value in (0.5, 0.7, 0.6, 0.9):  # each better one pushes out the one kept before it
+        trial = study.ask()
+        save_trial_artifacts(trial, _tiny_model(), y, y, ["a", "b", "c"], value, "maximize")
+        study.tell(trial, value)
+    assert sorted(study.user_attrs[EVICTED_ATTR]) == sorted(
+        study.trials[n].user_attrs[MODEL_ATTR] for n in (0, 1))
+    assert MODEL_ATTR not in study.trials[2].user_attrs  # never in the top 1: never saved
+
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SWEEPER_ARTIFACT_DIR": str(artifact_dir())}
+    dashboard = subprocess.Popen([sys.executable, "-m", "sweeper", "dashboard", "--storage", url,
+                                  "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 30
+        while _get(f"{base}/api/meta")[0] != 200:
+            assert time.time() < deadline and dashboard.poll() is None, "dashboard did not start"
+            time.sleep(0.3)
+        study_id = json.loads(_get(f"{base}/api/studies")[1])["study_summaries"][0]["study_id"]
+        trials = json.loads(_get(f"{base}/api/studies/{study_id}")[1])["trials"]
+        served = {}
+        for trial in trials:
+            for artifact in trial["artifacts"]:
+                status, body = _get(f"{base}/artifacts/{study_id}/{trial['trial_id']}/"
+                                    f"{artifact['artifact_id']}")
+                assert status == 200, f"trial {trial['number']}: {artifact['filename']} -> {status}"
+                served[artifact["filename"]] = body
+    finally:
+        dashboard.terminate()
+        dashboard.wait(10)
+
+    assert served["model_trial_3.keras"][:2] == b"PK"  # the best: a real Keras file
+    assert not any(name.endswith(".keras") for name in served if name != "model_trial_3.keras")
+    assert served["model_trial_0.evicted.txt"].decode().startswith(
+        "The model file of trial 0 (objective 0.5000) was deleted when trial 1 entered the best 1")
+    assert b"when trial 3 entered the best 1" in served["model_trial_1.evicted.txt"]
+    assert len(served["model_trial_1.evicted.txt"]) < 1000
