@@ -18,7 +18,7 @@ import time
 def main(space_yaml: str, mode: str) -> int:
     import psutil
 
-    from sweeper.worker import configure_backend
+    from sweeper.pipeline.backend import configure_backend
 
     configure_backend(1)
     import keras

@@ -15,17 +15,16 @@ import io
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from sweeper import defaults, keys
 from sweeper.paths import private_folder
+from sweeper.trials import best_first
 
 ARTIFACT_DIR_ENV = "SWEEPER_ARTIFACT_DIR"
-KEEP_MODELS_ATTR = "sweeper.keep_models"
-MODEL_ATTR = "sweeper.model_artifact"
-EVICTED_ATTR = "sweeper.evicted_models"
-DEFAULT_KEEP_MODELS = 3
 
 
 def artifact_dir() -> Path:
@@ -57,16 +56,16 @@ def save_trial_artifacts(trial, model, y_true: np.ndarray, y_pred: np.ndarray, c
         table.write_text(per_class_csv(y_true, y_pred, class_names))
         upload_artifact(artifact_store=store, file_path=str(table), study_or_trial=trial,
                         mimetype="text/csv")
-        keep = int(trial.study.user_attrs.get(KEEP_MODELS_ATTR, DEFAULT_KEEP_MODELS))
+        keep = int(trial.study.user_attrs.get(keys.KEEP_MODELS, defaults.KEEP_MODELS))
         if keep > 0 and _in_top(trial, value, keep, direction):
             path = tmp / f"model_trial_{trial.number}.keras"
             model.save(path)
             artifact_id = upload_artifact(artifact_store=store, file_path=str(path),
                                           study_or_trial=trial,
                                           mimetype="application/octet-stream")
-            trial.set_user_attr(MODEL_ATTR, artifact_id)
+            trial.set_user_attr(keys.MODEL_ARTIFACT, artifact_id)
             _evict_beyond_top(trial.study, store, folder, keep, direction,
-                              (trial.number, value, artifact_id, trial._trial_id))
+                              _Kept(trial.number, value, artifact_id, keys.trial_id(trial)))
 
 
 def confusion_png(y_true, y_pred, class_names, path: Path, title: str) -> None:
@@ -117,15 +116,26 @@ def per_class_csv(y_true, y_pred, class_names) -> str:
     return "\n".join(rows) + "\n"
 
 
-def _kept_models(study, direction: str) -> list[tuple[int, float, str, int]]:
-    """(number, value, artifact id, trial id) of completed trials whose model file is kept."""
+@dataclass(frozen=True)
+class _Kept:
+    """A trial whose model file is kept."""
+
+    number: int
+    value: float
+    artifact_id: str
+    trial_id: int
+
+
+def _kept_models(study, direction: str) -> list[_Kept]:
+    """The completed trials whose model file is kept, best first."""
     import optuna
 
-    evicted = set(study.user_attrs.get(EVICTED_ATTR, []))
-    kept = [(t.number, t.value, t.user_attrs[MODEL_ATTR], t._trial_id)
+    evicted = set(study.user_attrs.get(keys.EVICTED_MODELS, []))
+    kept = [_Kept(t.number, t.value, t.user_attrs[keys.MODEL_ARTIFACT], keys.trial_id(t))
             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if t.user_attrs.get(MODEL_ATTR) and t.user_attrs[MODEL_ATTR] not in evicted]
-    return sorted(kept, key=lambda k: k[1], reverse=direction == "maximize")
+            if t.user_attrs.get(keys.MODEL_ARTIFACT)
+            and t.user_attrs[keys.MODEL_ARTIFACT] not in evicted]
+    return best_first(kept, direction)
 
 
 def evicted_note(number: int, value: float, keep: int, pushed_out_by: int) -> str:
@@ -135,41 +145,37 @@ def evicted_note(number: int, value: float, keep: int, pushed_out_by: int) -> st
             "`sweeper best --export` and `sweeper retrain --params` rebuild a model from them.\n")
 
 
-def _replace_with_note(study, store, artifact_id: str, trial_id: int, number: int, value: float,
-                       keep: int, pushed_out_by: int) -> None:
+def _replace_with_note(study, store, kept: _Kept, keep: int, pushed_out_by: int) -> None:
     """The model file becomes a short note, and the trial's artifact entry says so (a text file)
     instead of linking to a model that is gone."""
-    from sweeper.storage import rdb_of, rewrite_trial_system_attr
+    from sweeper.storage.rdb import rewrite_trial_system_attr
 
-    note = evicted_note(number, value, keep, pushed_out_by)
-    store.write(artifact_id, io.BytesIO(note.encode()))  # the model's bytes are gone
-    meta = {"artifact_id": artifact_id, "filename": f"model_trial_{number}.evicted.txt",
+    note = evicted_note(kept.number, kept.value, keep, pushed_out_by)
+    store.write(kept.artifact_id, io.BytesIO(note.encode()))  # the model's bytes are gone
+    meta = {"artifact_id": kept.artifact_id, "filename": f"model_trial_{kept.number}.evicted.txt",
             "mimetype": "text/plain", "encoding": None}
-    rewrite_trial_system_attr(rdb_of(study._storage), trial_id, f"artifacts:{artifact_id}",
-                              json.dumps(meta))
+    rewrite_trial_system_attr(keys.storage_of(study), kept.trial_id,
+                              keys.ARTIFACT_PREFIX + kept.artifact_id, json.dumps(meta))
 
 
 def _in_top(trial, value: float, keep: int, direction: str) -> bool:
     kept = _kept_models(trial.study, direction)
     if len(kept) < keep:
         return True
-    worst = kept[keep - 1][1]
+    worst = kept[keep - 1].value
     return value > worst if direction == "maximize" else value < worst
 
 
 def _evict_beyond_top(study, store, folder: Path, keep: int, direction: str,
-                      newest: tuple) -> None:
-    from sweeper.storage import file_lock
+                      newest: _Kept) -> None:
+    from sweeper.storage.locks import file_lock
 
     # One evictor at a time, so two workers never both remove and both record.
     with file_lock(folder / ".evict.lock"):
-        ranked = sorted(_kept_models(study, direction) + [newest],
-                        key=lambda k: k[1], reverse=direction == "maximize")
-        extra = ranked[keep:]
+        extra = best_first(_kept_models(study, direction) + [newest], direction)[keep:]
         if not extra:
             return
-        for number, value, artifact_id, trial_id in extra:
-            _replace_with_note(study, store, artifact_id, trial_id, number, value, keep,
-                               pushed_out_by=newest[0])
-        evicted = list(study.user_attrs.get(EVICTED_ATTR, [])) + [k[2] for k in extra]
-        study.set_user_attr(EVICTED_ATTR, sorted(set(evicted)))
+        for kept in extra:
+            _replace_with_note(study, store, kept, keep, pushed_out_by=newest.number)
+        evicted = list(study.user_attrs.get(keys.EVICTED_MODELS, [])) + [k.artifact_id for k in extra]
+        study.set_user_attr(keys.EVICTED_MODELS, sorted(set(evicted)))

@@ -4,7 +4,7 @@ started, sweeper rewrites its process title with the password masked. (SWEEPER_S
 
 from __future__ import annotations
 
-from sweeper.storage import mask_url
+from sweeper.storage.url import mask_url
 
 
 def hide_passwords(argv: list[str]) -> bool:

@@ -13,9 +13,14 @@ from pathlib import Path
 
 import yaml
 
+from sweeper import keys
 from sweeper.errors import StorageError, SweeperError
 from sweeper.paths import private_folder, study_folder
-from sweeper.storage import count_trials, mask_url, open_storage
+from sweeper.storage.counts import study_counts
+from sweeper.storage.rdb import open_storage
+from sweeper.storage.url import mask_url
+from sweeper.text import short
+from sweeper.trials import completed
 
 REPORTS_DIR = Path("storage") / "reports"
 MODELS_DIR = Path("storage") / "models"
@@ -44,21 +49,6 @@ def load_existing_study(url: str, study_name: str):
     return storage, optuna.load_study(study_name=study_name, storage=storage)
 
 
-def completed(study) -> list:
-    import optuna
-
-    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not trials:
-        raise SweeperError(f"study '{study.study_name}' has no completed trial yet; "
-                           "let the sweep run longer")
-    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    return sorted(trials, key=lambda t: t.value, reverse=reverse)
-
-
-def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 # ---------------------------------------------------------------------------------------------
 # status
 
@@ -75,23 +65,22 @@ def status_text(url: str) -> str:
     now = time.time()
     for summary in sorted(summaries, key=lambda s: s.study_name):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        counts = count_trials(storage, study._study_id)
+        counts = study_counts(study)
         try:
             best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
         except ValueError:
             best = "no completed trial"
-        budget = study.user_attrs.get("sweeper.n_trials", "?")
-        lines.append(f"  {summary.study_name:<24} {counts.finished}/{budget} done: complete "
-                     f"{counts.complete}, pruned {counts.pruned}, failed "
-                     f"{counts.failed - counts.retries}, running {counts.running}, waiting "
+        budget = study.user_attrs.get(keys.BUDGET, "?")
+        lines.append(f"  {summary.study_name:<24} {counts.finished}/{budget} done: "
+                     f"{counts.describe()}, running {counts.running}, waiting "
                      f"{counts.waiting}; {best}")
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            host = t.user_attrs.get("sweeper.host", "?")
-            hosts.setdefault(host, set()).add(t.user_attrs.get("sweeper.pid"))
+            host = t.user_attrs.get(keys.HOST, "?")
+            hosts.setdefault(host, set()).add(t.user_attrs.get(keys.PID))
             elapsed = now - t.datetime_start.timestamp() if t.datetime_start else 0
-            gpu = t.user_attrs.get("sweeper.cuda_visible_devices") or "CPU"
+            gpu = t.user_attrs.get(keys.CUDA_VISIBLE_DEVICES) or "CPU"
             running_rows.append(f"  {summary.study_name:<16} #{t.number:<5} worker "
-                                f"{t.user_attrs.get('sweeper.worker', '?'):<6} {host:<16} GPU "
+                                f"{t.user_attrs.get(keys.WORKER, '?'):<6} {host:<16} GPU "
                                 f"{gpu:<6} {elapsed:7.0f}s  epoch {len(t.intermediate_values)}")
     if running_rows:
         lines += ["running trials:", *running_rows, "workers per host: " + ", ".join(
@@ -122,12 +111,12 @@ def pruning_savings(trials: list, max_epochs: int) -> PruningSavings:
     epochs = seconds = seconds_full = 0.0
     counted = 0
     for t in trials:
-        ran = t.user_attrs.get("sweeper.epochs_run")
+        ran = t.user_attrs.get(keys.EPOCHS_RUN)
         if not ran:
             continue
         counted += 1
         epochs += ran
-        train_s = t.user_attrs.get("sweeper.seconds", {}).get("train", 0.0)
+        train_s = t.user_attrs.get(keys.SECONDS, {}).get("train", 0.0)
         seconds += train_s
         seconds_full += train_s / ran * max_epochs
     return PruningSavings(int(epochs), counted * max_epochs, seconds, seconds_full)
@@ -150,24 +139,23 @@ def report(url: str, study_name: str, top: int = 10, out_dir: Path | None = None
 
     storage, study = load_existing_study(url, study_name)
     ranked = completed(study)
-    space = parse_space(study.user_attrs["sweeper.space_yaml"], source=f"study {study_name}")
-    counts = count_trials(storage, study._study_id)
+    space = parse_space(study.user_attrs[keys.SPACE_YAML], source=f"study {study_name}")
+    counts = study_counts(study)
     finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
                                                         optuna.trial.TrialState.PRUNED))
     savings = pruning_savings(finished, space.max_epochs)
     weights = importances(study)
 
     lines = [f"study '{study_name}' in {mask_url(url)}",
-             f"trials: complete {counts.complete}, pruned {counts.pruned}, failed "
-             f"{counts.failed - counts.retries}, running {counts.running}, waiting {counts.waiting}",
+             f"trials: {counts.describe()}, running {counts.running}, waiting {counts.waiting}",
              "", f"top {min(top, len(ranked))} trials:",
              f"  {'rank':>4} {'trial':>5} {'val F1':>7} {'test F1':>7} {'epochs':>6}  params"]
     for rank, t in enumerate(ranked[:top], 1):
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
-        test_f1 = t.user_attrs.get("sweeper.test_f1")
+        params = ", ".join(f"{k}={short(v)}" for k, v in t.params.items())
+        test_f1 = t.user_attrs.get(keys.TEST_F1)
         lines.append(f"  {rank:>4} {t.number:>5} {t.value:>7.4f} "
-                     f"{test_f1 if test_f1 is None else round(test_f1, 4)!s:>7} "
-                     f"{t.user_attrs.get('sweeper.epochs_run', '?')!s:>6}  {params}")
+                     f"{'-' if test_f1 is None else f'{test_f1:.4f}':>7} "
+                     f"{t.user_attrs.get(keys.EPOCHS_RUN, '?')!s:>6}  {params}")
     lines += ["", f"pruning saved {savings.epochs_saved_fraction:.0%} of the epochs: trained "
               f"{savings.epochs_trained} of {savings.epochs_unpruned} epochs, "
               f"{savings.seconds_trained:.0f}s of {savings.seconds_unpruned:.0f}s of training "
@@ -238,16 +226,16 @@ def best_params(url: str, study_name: str) -> dict:
 
     _, study = load_existing_study(url, study_name)
     best = completed(study)[0]
-    space = parse_space(study.user_attrs["sweeper.space_yaml"], source=f"study {study_name}")
+    space = parse_space(study.user_attrs[keys.SPACE_YAML], source=f"study {study_name}")
     return {
         "study": study_name,
-        "space": space.name if space.name != "space" else study.user_attrs.get("sweeper.space_name"),
-        "space_hash": study.user_attrs.get("sweeper.space_hash"),
+        "space": space.name if space.name != "space" else study.user_attrs.get(keys.SPACE_NAME),
+        "space_hash": study.user_attrs.get(keys.SPACE_HASH),
         "trial": best.number,
         "validation_f1": best.value,
-        "test_f1": best.user_attrs.get("sweeper.test_f1"),
-        "seed": best.user_attrs.get("sweeper.seed"),
-        "epochs": best.user_attrs.get("sweeper.epochs_run", space.max_epochs),
+        "test_f1": best.user_attrs.get(keys.TEST_F1),
+        "seed": best.user_attrs.get(keys.SEED),
+        "epochs": best.user_attrs.get(keys.EPOCHS_RUN, space.max_epochs),
         "params": dict(best.params),
         "hyperparameters": space.hyperparameters(dict(best.params)),
     }
@@ -271,10 +259,10 @@ def retrain(url: str, study_name: str, params_file: Path | None = None,
     from sweeper.space import parse_space
 
     _, study = load_existing_study(url, study_name)
-    space = parse_space(study.user_attrs["sweeper.space_yaml"], source=f"study {study_name}")
+    space = parse_space(study.user_attrs[keys.SPACE_YAML], source=f"study {study_name}")
     chosen = read_params_file(params_file) if params_file else best_params(url, study_name)
 
-    from sweeper.worker import configure_backend
+    from sweeper.pipeline.backend import configure_backend
 
     configure_backend(None)
     import keras

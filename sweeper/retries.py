@@ -7,7 +7,7 @@ original trial. The retry takes over the failed trial's budget slot (storage.Tri
 
 Failing a trial and queueing its retry are two writes. If the store refuses the second (the disk
 filled up in between) or the process dies between them, the failed trial would hold a budget slot
-that nothing runs. So a trial is marked before it is failed (REQUEUE_ATTR = its own number; a retry
+that nothing runs. So a trial is marked before it is failed (keys.REQUEUE = its own number: a retry
 inherits its original's attributes and so never looks marked itself), and `queue_pending` queues
 every marked failed trial that has no retry yet. Controllers call it when a sweep starts, at each
 heartbeat check and before they call a sweep finished, under the budget lock so that two of them
@@ -22,10 +22,11 @@ from collections.abc import Callable
 
 from sqlalchemy import text
 
-from sweeper.storage import MAX_RETRIES, BudgetLock, rdb_of, retry_callback
+from sweeper import keys
+from sweeper.storage.counts import state_name
+from sweeper.storage.locks import budget_lock
+from sweeper.storage.rdb import MAX_RETRIES, retry_callback
 
-FAIL_REASON_ATTR = "sweeper.fail_reason"
-REQUEUE_ATTR = "sweeper.requeue"
 # A marked trial younger than this may still be getting its retry from the process that failed
 # it (the very next write); older, or failed by a process that is gone, it never will.
 PENDING_GRACE_S = 60
@@ -33,7 +34,7 @@ PENDING_GRACE_S = 60
 
 def will_retry(trial) -> bool:
     """Whether a failed `trial` (a FrozenTrial) would be queued again."""
-    return len(trial.system_attrs.get("retry_history", [])) < MAX_RETRIES
+    return len(trial.system_attrs.get(keys.RETRY_HISTORY, [])) < MAX_RETRIES
 
 
 def mark(storage, trial_id: int, reason: str) -> None:
@@ -41,10 +42,10 @@ def mark(storage, trial_id: int, reason: str) -> None:
     sure it is (see the module's docstring). Call before the trial is failed."""
     trial = storage.get_trial(trial_id)
     if will_retry(trial):
-        storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, f"{reason}; queued to run again")
-        storage.set_trial_user_attr(trial_id, REQUEUE_ATTR, trial.number)
+        storage.set_trial_user_attr(trial_id, keys.FAIL_REASON, f"{reason}; queued to run again")
+        storage.set_trial_user_attr(trial_id, keys.REQUEUE, trial.number)
     else:
-        storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR,
+        storage.set_trial_user_attr(trial_id, keys.FAIL_REASON,
                                     f"{reason}; not queued again (tried {MAX_RETRIES + 1} times)")
 
 
@@ -65,7 +66,7 @@ def fail_and_requeue(study, storage, trial_id: int, reason: str) -> bool:
 def queue_retry(study, storage, trial_id: int) -> None:
     """Queues the failed trial again unless it already has its retry or used up its retries."""
     trial = storage.get_trial(trial_id)
-    if trial.number not in retried_numbers(storage, study._study_id):
+    if trial.number not in retried_numbers(storage, keys.study_id(study)):
         retry_callback()(study, trial)
 
 
@@ -76,12 +77,12 @@ _MARKED = text(
     "WHERE t.study_id = :study_id AND a.key = :key")
 _HISTORIES = text(
     "SELECT a.value_json FROM trial_system_attributes a JOIN trials t ON a.trial_id = t.trial_id "
-    "WHERE t.study_id = :study_id AND a.key = 'retry_history'")
+    f"WHERE t.study_id = :study_id AND a.key = '{keys.RETRY_HISTORY}'")
 
 
 def retried_numbers(storage, study_id: int) -> set[int]:
     """Numbers of the trials that already have a retry."""
-    with rdb_of(storage).engine.connect() as conn:
+    with keys.rdb_of(storage).engine.connect() as conn:
         histories = [json.loads(v) for (v,) in conn.execute(_HISTORIES, {"study_id": study_id})]
         conn.rollback()
     return {history[-1] for history in histories if history}
@@ -89,11 +90,11 @@ def retried_numbers(storage, study_id: int) -> set[int]:
 
 def pending(storage, study_id: int) -> list[int]:
     """Ids of the marked failed trials that have no retry."""
-    with rdb_of(storage).engine.connect() as conn:
-        rows = list(conn.execute(_MARKED, {"study_id": study_id, "key": REQUEUE_ATTR}))
+    with keys.rdb_of(storage).engine.connect() as conn:
+        rows = list(conn.execute(_MARKED, {"study_id": study_id, "key": keys.REQUEUE}))
         conn.rollback()
     marked = {number: trial_id for trial_id, number, state, value in rows
-              if str(state).rsplit(".", 1)[-1] == "FAIL" and json.loads(value) == number}
+              if state_name(state) == "FAIL" and json.loads(value) == number}
     if not marked:
         return []
     retried = retried_numbers(storage, study_id)
@@ -104,13 +105,13 @@ def queue_pending(study, storage, is_gone: Callable[[object], bool]) -> int:
     """Queues the retries that a full disk or a death kept from being queued (see the module's
     docstring). `is_gone(frozen_trial)` says whether the process that failed it has gone away,
     so its retry need not wait PENDING_GRACE_S. Returns how many it queued."""
-    if not pending(storage, study._study_id):
+    if not pending(storage, keys.study_id(study)):
         return 0  # the usual case: no lock, two small reads
-    lock = BudgetLock(rdb_of(storage), study.study_name)
+    lock = budget_lock(keys.rdb_of(storage), study.study_name)
     lock.acquire()
     try:
         queued = 0
-        for trial_id in pending(storage, study._study_id):
+        for trial_id in pending(storage, keys.study_id(study)):
             trial = storage.get_trial(trial_id)
             failed = trial.datetime_complete
             old = failed is None or time.time() - failed.timestamp() > PENDING_GRACE_S

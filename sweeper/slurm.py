@@ -17,9 +17,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from sweeper import defaults
 from sweeper.errors import SweeperError
 from sweeper.paths import private_folder, study_folder
-from sweeper.storage import STORAGE_ENV, mask_url
+from sweeper.storage.url import STORAGE_ENV, mask_url
 
 SLURM_DIR = Path("storage") / "slurm"
 WARN_BEFORE_END_S = 300  # SIGUSR1 this long before the limit: finish trials, start none
@@ -36,7 +37,7 @@ class SlurmJob:
     trials: int
     partition: str | None = None
     workers_per_gpu: int = 1
-    heartbeat_s: int = 20
+    heartbeat_s: int = defaults.HEARTBEAT_S
 
 
 def check_time_limit(text: str) -> str:

@@ -9,7 +9,10 @@ import subprocess
 import sys
 import time
 
-from sweeper.storage import count_trials, mask_url
+from sweeper import keys
+from sweeper.storage.counts import study_counts
+from sweeper.storage.url import mask_url
+from sweeper.text import short
 
 PACKAGES = ("sweeper", "optuna", "optuna-dashboard", "tensorflow", "keras", "numpy", "scikit-learn",
             "sqlalchemy")
@@ -40,38 +43,36 @@ def masked_command(argv: list[str]) -> str:
 
 def record_run(study, slots, gpu_names: dict[str, str]) -> None:
     """Study attributes for this run of the sweep (each run overwrites the previous one's)."""
-    study.set_user_attr("sweeper.command", masked_command(["sweeper", *sys.argv[1:]]))
-    study.set_user_attr("sweeper.started", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    study.set_user_attr("sweeper.versions", package_versions())
-    study.set_user_attr("sweeper.git_commit", git_commit())
-    study.set_user_attr("sweeper.host", platform.node())
-    study.set_user_attr("sweeper.gpus", {s.cuda_visible_devices: gpu_names.get(
+    study.set_user_attr(keys.COMMAND, masked_command(["sweeper", *sys.argv[1:]]))
+    study.set_user_attr(keys.STARTED, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    study.set_user_attr(keys.VERSIONS, package_versions())
+    study.set_user_attr(keys.GIT_COMMIT, git_commit())
+    study.set_user_attr(keys.HOST, platform.node())
+    study.set_user_attr(keys.GPUS, {s.cuda_visible_devices: gpu_names.get(
         s.cuda_visible_devices, "unknown GPU") for s in slots if s.cuda_visible_devices})
 
 
-def note_markdown(study, storage, space) -> str:
-    counts = count_trials(storage, study._study_id)
+def note_markdown(study, space) -> str:
+    counts = study_counts(study)
     lines = [f"## {study.study_name}", "", space.config.get("description") or space.name, "",
-             f"- budget: {study.user_attrs.get('sweeper.n_trials')} trials; done {counts.finished} "
-             f"(complete {counts.complete}, pruned {counts.pruned}, failed "
-             f"{counts.failed - counts.retries}), running {counts.running}",
-             f"- last run: `{study.user_attrs.get('sweeper.command', '')}` at "
-             f"{study.user_attrs.get('sweeper.started', '?')}"]
+             f"- budget: {study.user_attrs.get(keys.BUDGET)} trials; done {counts.finished} "
+             f"({counts.describe()}), running {counts.running}",
+             f"- last run: `{study.user_attrs.get(keys.COMMAND, '')}` at "
+             f"{study.user_attrs.get(keys.STARTED, '?')}"]
     try:
         best = study.best_trial
     except ValueError:
         lines.append("- no completed trial yet")
     else:
-        test_f1 = best.user_attrs.get("sweeper.test_f1")
+        test_f1 = best.user_attrs.get(keys.TEST_F1)
         lines += [f"- **best: trial {best.number}, validation F1 {best.value:.4f}**"
                   + (f", test F1 {test_f1:.4f}" if test_f1 is not None else ""),
                   "", "| param | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
-                  for k, v in best.params.items()]
+        lines += [f"| {k} | {short(v)} |" for k, v in best.params.items()]
     return "\n".join(lines) + "\n"
 
 
-def write_note(study, storage, space) -> None:
+def write_note(study, space) -> None:
     from optuna_dashboard import save_note
 
-    save_note(study, note_markdown(study, storage, space))
+    save_note(study, note_markdown(study, space))

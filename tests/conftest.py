@@ -116,7 +116,7 @@ def run_sweeper(*args, env=None, timeout=600, cwd=None) -> subprocess.CompletedP
 
 def load(url: str, name: str) -> optuna.Study:
     """A study as a reader sees it: the store must already exist."""
-    from sweeper.storage import open_storage
+    from sweeper.storage.rdb import open_storage
 
     return optuna.load_study(study_name=name, storage=open_storage(url, create=False))
 

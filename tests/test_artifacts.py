@@ -17,9 +17,8 @@ import optuna
 import pytest
 
 from conftest import ROOT
-from sweeper.artifacts import (EVICTED_ATTR, KEEP_MODELS_ATTR, MODEL_ATTR, artifact_dir,
-                               save_trial_artifacts)
-from sweeper.storage import open_storage
+from sweeper.artifacts import artifact_dir, save_trial_artifacts
+from sweeper.storage.rdb import open_storage
 
 pytestmark = pytest.mark.slow
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -54,15 +53,15 @@ def test_an_evicted_model_leaves_a_note_not_a_dead_link(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="evict", storage=open_storage(url),
                                 direction="maximize")
-    study.set_user_attr(KEEP_MODELS_ATTR, 1)
+    study.set_user_attr("sweeper.keep_models", 1)
     y = np.array([0, 1, 2, 1])
     for value in (0.5, 0.7, 0.6, 0.9):  # each better one pushes out the one kept before it
         trial = study.ask()
         save_trial_artifacts(trial, _tiny_model(), y, y, ["a", "b", "c"], value, "maximize")
         study.tell(trial, value)
-    assert sorted(study.user_attrs[EVICTED_ATTR]) == sorted(
-        study.trials[n].user_attrs[MODEL_ATTR] for n in (0, 1))
-    assert MODEL_ATTR not in study.trials[2].user_attrs  # never in the top 1: never saved
+    assert sorted(study.user_attrs["sweeper.evicted_models"]) == sorted(
+        study.trials[n].user_attrs["sweeper.model_artifact"] for n in (0, 1))
+    assert "sweeper.model_artifact" not in study.trials[2].user_attrs  # never in the top 1: never saved
 
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SWEEPER_ARTIFACT_DIR": str(artifact_dir())}

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import run_sweeper
-from sweeper.cli import main, parse_duration
+from sweeper.cli import main
+from sweeper.cli.args import parse_duration
 
 
 @pytest.mark.parametrize("text, seconds", [

@@ -9,7 +9,7 @@ from sklearn.metrics import f1_score
 
 from sweeper.artifacts import artifact_store
 from sweeper.space import parse_space
-from sweeper.storage import open_storage
+from sweeper.storage.rdb import open_storage
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def test_stored_f1_is_scikit_learns_on_the_models_predictions(study, tmp_path):
     space = parse_space(SPACE)
     study.enqueue_trial({"learning_rate": 0.008, "optimizer": "adam"})
     trial = study.ask()
-    result = run_trial(trial, space, {"worker": 0, "cuda_visible_devices": ""})
+    result = run_trial(trial, space, {"sweeper.worker": 0, "sweeper.cuda_visible_devices": ""})
     study.tell(trial, result.value)
     stored = study.trials[0]
 
@@ -139,7 +139,7 @@ def test_large_training_splits_stream_from_the_memory_mapped_cache(study, monkey
     space = parse_space(SPACE)
     study.enqueue_trial({"optimizer": "adam", "learning_rate": 0.005})
     trial = study.ask()
-    result = run_trial(trial, space, {"worker": 0}, save_artifacts=False)
+    result = run_trial(trial, space, {"sweeper.worker": 0}, save_artifacts=False)
     assert isinstance(result.data.x_train, np.memmap)  # the cache hands out mapped arrays
     steps = -(-len(result.data.x_train) // 64)
     assert len(seen) >= 3 * steps  # every batch of 3 epochs came through the stream

@@ -16,8 +16,10 @@ from sqlalchemy import event
 
 from sweeper import retries
 from sweeper.host_workers import ran_here_and_gone
-from sweeper.retries import REQUEUE_ATTR, fail_and_requeue, mark, pending, queue_pending
-from sweeper.storage import MAX_RETRIES, count_trials, open_storage, store_errors
+from sweeper.retries import fail_and_requeue, mark, pending, queue_pending
+from sweeper.storage.counts import count_trials
+from sweeper.storage.errors import store_errors
+from sweeper.storage.rdb import MAX_RETRIES, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 State = optuna.trial.TrialState
@@ -58,7 +60,7 @@ def test_a_cut_short_trial_runs_again_once_and_keeps_its_slot(storage_url):
     assert failed.state == State.FAIL
     assert failed.user_attrs["sweeper.fail_reason"] == ("interrupted: the worker was killed; "
                                                        "queued to run again")
-    assert failed.user_attrs[REQUEUE_ATTR] == failed.number
+    assert failed.user_attrs["sweeper.requeue"] == failed.number
     [retry] = _retries_of(study, failed.number)
     assert retry.state == State.WAITING and retry.params == failed.params
     counts = count_trials(storage, study._study_id)
@@ -101,7 +103,7 @@ def test_a_trial_retried_too_often_is_not_queued_again(storage_url):
     failed = storage.get_trial(trial._trial_id)
     assert failed.user_attrs["sweeper.fail_reason"].endswith(
         f"not queued again (tried {MAX_RETRIES + 1} times)")
-    assert REQUEUE_ATTR not in failed.user_attrs
+    assert "sweeper.requeue" not in failed.user_attrs
     assert not study.get_trials(states=(State.WAITING,))
     assert pending(storage, study._study_id) == []
 

@@ -15,8 +15,10 @@ import optuna
 import pytest
 
 from sweeper.errors import StorageError
-from sweeper.storage import (BudgetLock, SweepLock, count_trials, default_storage_url, mask_url,
-                             open_storage, resolve_storage_url, retry_callback, sqlite_path)
+from sweeper.storage.locks import budget_lock, sweep_lock
+from sweeper.storage.counts import count_trials
+from sweeper.storage.rdb import open_storage, retry_callback
+from sweeper.storage.url import default_storage_url, mask_url, resolve_storage_url, sqlite_path
 from sweeper.worker import EXIT_DONE, run_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -88,7 +90,7 @@ def test_counts_follow_retries(storage_url):
 def test_budget_lock_excludes_other_processes(storage_url):
     storage = open_storage(storage_url)
     optuna.create_study(storage=storage, study_name="locked")
-    lock = BudgetLock(storage, "locked")
+    lock = budget_lock(storage, "locked")
     lock.acquire()
     ctx = multiprocessing.get_context("spawn")
     got_it = ctx.Event()
@@ -103,7 +105,7 @@ def test_budget_lock_excludes_other_processes(storage_url):
 
 def _take_lock(url, event):
     storage = open_storage(url)
-    lock = BudgetLock(storage, "locked")
+    lock = budget_lock(storage, "locked")
     lock.acquire()
     event.set()
     lock.release()
@@ -116,23 +118,23 @@ def test_one_sweep_lock_per_study_released_when_its_holder_dies(storage_url):
     holder = ctx.Process(target=_hold_sweep_lock, args=(storage_url, "busy", holding, stop))
     holder.start()
     assert holding.wait(30), "the first sweep could not take the lock"
-    second = SweepLock(storage_url, "busy")
-    assert not second.try_acquire(), "a second sweep took the lock of a running one"
-    other_study = SweepLock(storage_url, "another")
-    assert other_study.try_acquire(), "the lock of one study blocked another study"
+    second = sweep_lock(storage_url, "busy")
+    assert not second.acquire(wait=False), "a second sweep took the lock of a running one"
+    other_study = sweep_lock(storage_url, "another")
+    assert other_study.acquire(wait=False), "the lock of one study blocked another study"
     other_study.release()
     holder.kill()  # no clean release: the kernel or the server must free it
     holder.join(20)
     deadline = time.time() + 20
-    while not second.try_acquire():
+    while not second.acquire(wait=False):
         assert time.time() < deadline, "the lock of a killed sweep was never released"
         time.sleep(0.2)
     second.release()
 
 
 def _hold_sweep_lock(url, study, holding, stop):
-    lock = SweepLock(url, study)
-    if lock.try_acquire():
+    lock = sweep_lock(url, study)
+    if lock.acquire(wait=False):
         holding.set()
     stop.wait(120)
 
@@ -286,7 +288,7 @@ def test_a_dead_workers_trial_is_failed_by_heartbeat_and_retried(storage_url):
 def test_store_problems_are_told_apart(message, fix, stops_a_running_sweep):
     """What retrying cannot cure gets its fix; only full, read-only and credentials stop a sweep
     that is running (a server restart is waited for)."""
-    from sweeper.storage import describe_store_error, store_problem
+    from sweeper.storage.errors import describe_store_error, store_problem
 
     wrapped = RuntimeError("An exception is raised during the commit.")
     wrapped.__cause__ = sqlite3.OperationalError(message)  # Optuna's wrapper hides the reason
@@ -333,15 +335,15 @@ def test_the_sweep_lock_is_taken_again_after_a_database_restart(kind):
     url, drop = _server_database(kind)
     try:
         open_storage(url)
-        first, second = SweepLock(url, "study"), SweepLock(url, "study")
-        assert first.try_acquire()
+        first, second = sweep_lock(url, "study"), sweep_lock(url, "study")
+        assert first.acquire(wait=False)
         assert _end_every_session(url) >= 1
         assert first.still_held(), "the holder did not take its lock again"
-        assert not second.try_acquire(), "a second sweep took the lock after the restart"
+        assert not second.acquire(wait=False), "a second sweep took the lock after the restart"
         assert first.still_held()  # a live session: nothing to do
 
         assert _end_every_session(url) >= 1
-        assert second.try_acquire()  # the second sweep starts first this time
+        assert second.acquire(wait=False)  # the second sweep starts first this time
         assert not first.still_held(), "two sweeps both think they hold the study"
         second.release()
         first.release()
@@ -351,7 +353,7 @@ def test_the_sweep_lock_is_taken_again_after_a_database_restart(kind):
 
 def test_a_sqlite_sweep_lock_is_held_for_the_life_of_its_process(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    lock = SweepLock(url, "study")
-    assert lock.try_acquire() and lock.still_held()
+    lock = sweep_lock(url, "study")
+    assert lock.acquire(wait=False) and lock.still_held()
     lock.release()
     assert not lock.still_held()

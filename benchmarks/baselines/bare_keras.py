@@ -12,7 +12,7 @@ import sys
 
 
 def main(models: str, threads: str) -> int:
-    from sweeper.worker import configure_backend
+    from sweeper.pipeline.backend import configure_backend
 
     configure_backend(int(threads))
     import keras

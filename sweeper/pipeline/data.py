@@ -20,7 +20,7 @@ import numpy as np
 
 from sweeper.errors import DataError
 from sweeper.paths import private_folder
-from sweeper.storage import file_lock
+from sweeper.storage.locks import file_lock
 
 CACHE_ENV = "SWEEPER_CACHE_DIR"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}

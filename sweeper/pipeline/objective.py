@@ -12,13 +12,12 @@ import keras
 import optuna
 import psutil
 
+from sweeper import keys
 from sweeper.artifacts import save_trial_artifacts
 from sweeper.pipeline import evaluate, train
 from sweeper.pipeline.data import Dataset, load_dataset
 from sweeper.pipeline.model import build_model
 from sweeper.space import SearchSpace
-
-ATTR = "sweeper."
 
 
 @dataclass
@@ -33,23 +32,24 @@ class TrialResult:
 def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None = None,
               should_stop=None, save_artifacts: bool = True) -> TrialResult:
     """Run one trial. Raises optuna.TrialPruned when pruned or when the loss became NaN/inf,
-    and train.TrialInterrupted when `should_stop()` turns true."""
+    and train.TrialInterrupted when `should_stop()` turns true. `worker_attrs` (keyed as in
+    sweeper.keys) are stored on the trial."""
     config = space.config
     seed = config["training"]["seed"] + trial.number
     # Resident memory at the start: what earlier trials in this process left behind.
     rss_mb = round(psutil.Process().memory_info().rss / 2**20, 1)
-    for key, value in {**(worker_attrs or {}), "seed": seed, "rss_mb": rss_mb}.items():
-        trial.set_user_attr(ATTR + key, value)
-    for key in ("fail_reason", "prune_reason"):  # a retry inherits the failed trial's attrs
-        if ATTR + key in trial.user_attrs:
-            trial.set_user_attr(ATTR + key, None)
+    for key, value in {**(worker_attrs or {}), keys.SEED: seed, keys.RSS_MB: rss_mb}.items():
+        trial.set_user_attr(key, value)
+    for key in keys.PER_RUN:  # a retry inherits the failed trial's attributes
+        if key in trial.user_attrs:
+            trial.set_user_attr(key, None)
     params = space.suggest(trial)
     hp = space.hyperparameters(params)
 
     seconds: dict[str, float] = {}  # where the trial's time went (stored as sweeper.seconds)
     started = time.perf_counter()
     data = load_dataset(config["dataset"], config["preprocess"])
-    trial.set_user_attr(ATTR + "data", data.report)
+    trial.set_user_attr(keys.DATA, data.report)
     seconds["preprocess"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -63,10 +63,10 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
                          config["objective"]["average"], should_stop, seed)
     seconds["train"] = time.perf_counter() - started
     seconds.update(reporter.seconds)
-    trial.set_user_attr(ATTR + "epochs_run", len(reporter.losses))
-    trial.set_user_attr(ATTR + "loss_history", [round(x, 6) for x in reporter.losses])
+    trial.set_user_attr(keys.EPOCHS_RUN, len(reporter.losses))
+    trial.set_user_attr(keys.LOSS_HISTORY, [round(x, 6) for x in reporter.losses])
     if reporter.stop_reason is not None:
-        trial.set_user_attr(ATTR + "prune_reason", reporter.stop_reason)
+        trial.set_user_attr(keys.PRUNE_REASON, reporter.stop_reason)
         _store_seconds(trial, seconds)
         raise optuna.TrialPruned(reporter.stop_reason)
 
@@ -75,7 +75,7 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
     test_pred = evaluate.predict_classes(model, data.x_test)
     test = evaluate.test_metrics(data.y_test, test_pred, config["objective"]["average"])
     for name, metric in test.items():
-        trial.set_user_attr(f"{ATTR}test_{name}", metric)
+        trial.set_user_attr(keys.TEST_PREFIX + name, metric)
     seconds["evaluate"] = time.perf_counter() - started
     if save_artifacts:
         started = time.perf_counter()
@@ -87,7 +87,7 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
 
 
 def _store_seconds(trial, seconds: dict) -> None:
-    trial.set_user_attr(ATTR + "seconds", {k: round(v, 4) for k, v in seconds.items()})
+    trial.set_user_attr(keys.SECONDS, {k: round(v, 4) for k, v in seconds.items()})
 
 
 def make_objective(space: SearchSpace, worker_attrs: dict, should_stop=None):
@@ -99,7 +99,7 @@ def make_objective(space: SearchSpace, worker_attrs: dict, should_stop=None):
         except optuna.TrialPruned:
             raise
         except Exception as e:
-            trial.set_user_attr(ATTR + "fail_reason", describe_failure(e))
+            trial.set_user_attr(keys.FAIL_REASON, describe_failure(e))
             raise
         finally:
             keras.backend.clear_session()

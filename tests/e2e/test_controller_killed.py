@@ -19,7 +19,8 @@ import psutil
 import pytest
 
 from conftest import _server_database, load, run_sweeper, wait_for_running
-from sweeper.storage import count_trials, open_storage
+from sweeper.storage.counts import count_trials
+from sweeper.storage.rdb import open_storage
 
 pytestmark = pytest.mark.slow
 State = optuna.trial.TrialState

@@ -203,7 +203,7 @@ def test_read_only_commands_create_nothing(swept, args, message):
 
 def test_best_of_a_study_without_completed_trials(tmp_path):
     url = f"sqlite:///{tmp_path / 'empty.db'}"
-    from sweeper.controller import prepare_study
+    from sweeper.studies import prepare_study
     from sweeper.space import load_space
 
     prepare_study(load_space(str(TEST_SPACES / "tiny_cnn.yaml")), url, "tiny_cnn", 3)
@@ -248,7 +248,7 @@ def test_dashboard_and_status_read_while_a_sweep_writes(project):
 
 
 def test_an_empty_store_is_a_clear_error(tmp_path):
-    from sweeper.storage import open_storage
+    from sweeper.storage.rdb import open_storage
 
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     open_storage(url)  # a store with Optuna's tables and no study

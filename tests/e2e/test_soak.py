@@ -16,7 +16,8 @@ import pytest
 import sqlalchemy
 
 from conftest import _server_database, load
-from sweeper.storage import count_trials, open_storage
+from sweeper.storage.counts import count_trials
+from sweeper.storage.rdb import open_storage
 
 pytestmark = pytest.mark.slow
 TRIALS = 300

@@ -75,7 +75,7 @@ def _logged_finished(log_dir: Path) -> set[int]:
 
 def _finished(url: str, study: str) -> dict[int, float | None]:
     """Finished trials by number; the store is closed afterwards (the disk gets remounted)."""
-    from sweeper.storage import open_storage
+    from sweeper.storage.rdb import open_storage
 
     storage = open_storage(url, create=False)
     try:
@@ -182,7 +182,7 @@ def test_a_read_only_store_left_with_its_write_ahead_log_is_read_whole(project, 
     is read with them: nothing in the log is skipped."""
     import sqlite3
 
-    from sweeper.storage import open_storage
+    from sweeper.storage.rdb import open_storage
 
     source = project / "live" / "study.db"
     storage = open_storage(f"sqlite:///{source}", heartbeat_s=None)
@@ -211,7 +211,8 @@ def _table(url: str) -> str:
 
 
 def _counts(url: str, study: str):
-    from sweeper.storage import count_trials, open_storage
+    from sweeper.storage.counts import count_trials
+    from sweeper.storage.rdb import open_storage
 
     storage = open_storage(url, create=False)
     return count_trials(storage, storage.get_study_id_from_name(study))

@@ -10,7 +10,8 @@ import optuna
 import pytest
 
 from conftest import load, run_sweeper, wait_for_running
-from sweeper.storage import count_trials, open_storage
+from sweeper.storage.counts import count_trials
+from sweeper.storage.rdb import open_storage
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,75 @@
+"""Every attribute sweeper stores on a study or a trial, and the few Optuna internals it needs.
+
+This module is the only one that spells an attribute key or touches a private attribute of
+Optuna's objects. The keys are a contract with users (README, optuna-dashboard, their own
+scripts) and with stores written by earlier runs: renaming one breaks both, so each is written
+once, here. Optuna offers no public way to get a study's or a trial's id, nor the database
+storage beneath a study's cache; when a later Optuna moves them, this is the one place to change.
+"""
+
+from __future__ import annotations
+
+# -- study attributes (user attributes, shown on the dashboard's study page) -----------------
+SPACE_YAML = "sweeper.space_yaml"  # the space as written: any worker rebuilds it from this
+SPACE_HASH = "sweeper.space_hash"  # its fingerprint: a changed space is refused on resume
+SPACE_NAME = "sweeper.space_name"
+CREATED = "sweeper.created"
+BUDGET = "sweeper.n_trials"  # finished trials to reach, shared by every worker
+KEEP_MODELS = "sweeper.keep_models"
+EVICTED_MODELS = "sweeper.evicted_models"  # artifact ids of models no longer kept
+CONTROLLER = "sweeper.controller"  # who sweeps the study now: named to a refused second sweep
+# How the last run was started.
+COMMAND = "sweeper.command"
+STARTED = "sweeper.started"
+VERSIONS = "sweeper.versions"
+GIT_COMMIT = "sweeper.git_commit"
+GPUS = "sweeper.gpus"
+
+# -- trial attributes ----------------------------------------------------------------------
+WORKER = "sweeper.worker"
+HOST = "sweeper.host"  # also a study attribute: the machine of the last run
+PID = "sweeper.pid"
+CUDA_VISIBLE_DEVICES = "sweeper.cuda_visible_devices"  # the GPU slot the trial ran on
+DEVICES = "sweeper.devices"  # the GPUs its Keras backend saw
+SEED = "sweeper.seed"
+RSS_MB = "sweeper.rss_mb"
+DATA = "sweeper.data"
+EPOCHS_RUN = "sweeper.epochs_run"
+LOSS_HISTORY = "sweeper.loss_history"
+SECONDS = "sweeper.seconds"  # where the trial's time went
+FAIL_REASON = "sweeper.fail_reason"
+PRUNE_REASON = "sweeper.prune_reason"
+REQUEUE = "sweeper.requeue"  # see sweeper.retries
+MODEL_ARTIFACT = "sweeper.model_artifact"
+TEST_PREFIX = "sweeper.test_"  # + f1, precision, recall, accuracy
+TEST_F1 = TEST_PREFIX + "f1"
+
+# A retry inherits its failed trial's user attributes; these describe the failed run only.
+PER_RUN = (FAIL_REASON, PRUNE_REASON)
+
+# -- Optuna's own system attributes ----------------------------------------------------------
+RETRY_HISTORY = "retry_history"  # on a retry: the numbers of the trials it retries
+FAILED_TRIAL = "failed_trial"  # on a retry: the original trial's number
+ARTIFACT_PREFIX = "artifacts:"  # + artifact id: the artifact's file name and type
+
+
+# -- Optuna internals --------------------------------------------------------------------------
+
+
+def study_id(study) -> int:
+    return study._study_id
+
+
+def trial_id(trial) -> int:
+    """The storage's id of a Trial or FrozenTrial (trial numbers count per study)."""
+    return trial._trial_id
+
+
+def storage_of(study):
+    """The storage a study reads and writes through (Optuna's cache over the database)."""
+    return study._storage
+
+
+def rdb_of(storage):
+    """The RDBStorage itself, also when Optuna wraps it in its cache."""
+    return getattr(storage, "_backend", storage)

@@ -1,0 +1,175 @@
+"""The worker processes of one sweep on this machine: one per slot, each pinned to its GPU.
+
+A worker is a plain `sweeper worker` process with CUDA_VISIBLE_DEVICES set in its environment
+before TensorFlow loads, so it sees its own GPU only; the store URL travels in the environment too
+(`ps` would show a password on the command line). The pool starts a worker where a slot is idle and
+work is left, replaces one that asks for it (recycling) or dies, stops the sweep when one keeps
+crashing or reports a user error, warns all of them before a time limit, and stops them in order.
+
+The pool knows processes, not trials: when a worker dies, `close_trials` (the controller's) fails
+and requeues what it was running. Processes come from `spawn` (subprocess.Popen), which the tests
+replace with fakes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sweeper.errors import SweeperError, SweepFailed
+from sweeper.gpus import Slot
+from sweeper.lifeline import CONTROLLER_ENV
+from sweeper.storage.url import STORAGE_ENV
+from sweeper.worker import EXIT_DONE, EXIT_RECYCLE
+
+STOP_GRACE_S = 8  # SIGTERM, then SIGKILL after this: all workers are gone within 10 s
+CRASH_LIMIT = 3  # crashes of one slot within CRASH_WINDOW_S stop the sweep
+CRASH_WINDOW_S = 600
+USER_ERROR_EXIT = 2  # the worker met bad data or model code: restarting cannot help
+
+
+@dataclass
+class Worker:
+    slot: Slot
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+    crashes: list[float] = field(default_factory=list)
+    done: bool = False  # left because no work was left for it
+
+
+class WorkerPool:
+    def __init__(self, slots: list[Slot], command: list[str], env: dict[str, str],
+                 log_dir: Path, close_trials: Callable[[list[int], str], None],
+                 say: Callable[[str], None], spawn=subprocess.Popen, clock=time.time):
+        """`command` starts one worker (the same for every slot); `env` is the environment
+        every worker gets, before its slot's own variables."""
+        self.workers = [Worker(slot) for slot in slots]
+        self.command = command
+        self.env = env
+        self.log_dir = log_dir
+        self.close_trials = close_trials
+        self.say = say
+        self.spawn = spawn
+        self.clock = clock
+
+    def alive(self) -> list[Worker]:
+        return [w for w in self.workers if w.process is not None]
+
+    def tend(self, accepting: bool, work_left: bool) -> None:
+        """Judges the workers that exited, and starts a worker in every idle slot while the
+        sweep accepts new trials, unless that slot's worker left for lack of work and none is
+        left (a retry queued since counts as work)."""
+        for worker in self.workers:
+            if worker.process is not None:
+                code = worker.process.poll()
+                if code is None:
+                    continue
+                self._exited(worker, code)
+            if accepting and (work_left or not worker.done):
+                self._start(worker)
+
+    def drain(self) -> None:
+        """Slurm's warning before the time limit: workers finish their trial, start no other."""
+        for worker in self.alive():
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGUSR1)
+
+    def stop(self, wait_first: bool = False) -> None:
+        """SIGTERM every worker (each fails its trial and queues it again), SIGKILL stragglers,
+        then close any trial a killed worker left RUNNING. With wait_first, give workers that
+        are leaving anyway (the sweep is over) the grace period first."""
+        running = [w for w in self.alive() if w.process.poll() is None]
+        if wait_first:
+            self._wait(running, STOP_GRACE_S)
+            running = [w for w in running if w.process.poll() is None]
+        for worker in running:
+            worker.process.send_signal(signal.SIGTERM)
+        killed = []
+        for worker in self._wait(running, STOP_GRACE_S):
+            worker.process.kill()
+            worker.process.wait()
+            killed.append(worker.process.pid)
+        for worker in self.workers:
+            worker.process = None
+        if killed:
+            self.close_trials(killed, "interrupted: the worker was killed")
+
+    def _wait(self, workers: list[Worker], seconds: float) -> list[Worker]:
+        """Waits until they exit or `seconds` pass; returns those still running."""
+        deadline = self.clock() + seconds
+        left = []
+        for worker in workers:
+            try:
+                worker.process.wait(timeout=max(0.0, deadline - self.clock()))
+            except subprocess.TimeoutExpired:
+                left.append(worker)
+        return left
+
+    def _exited(self, worker: Worker, code: int) -> None:
+        pid, worker.process = worker.process.pid, None
+        if code == EXIT_DONE:
+            worker.done = True
+        elif code != EXIT_RECYCLE:
+            # Its trial would stay RUNNING until its heartbeat goes stale: close it now.
+            self.close_trials([pid], f"the worker died (exit code {code})")
+            self._crashed(worker, code)
+
+    def _crashed(self, worker: Worker, code: int) -> None:
+        last = last_line(worker.log_path)
+        if code == USER_ERROR_EXIT:
+            raise SweeperError(f"worker {worker.slot.worker_id} stopped: "
+                               f"{last.removeprefix('sweeper: error: ')}")
+        now = self.clock()
+        worker.crashes = [t for t in worker.crashes if now - t < CRASH_WINDOW_S] + [now]
+        self.say(f"worker {worker.slot.worker_id} exited with code {code}: {last}; restarting")
+        if len(worker.crashes) >= CRASH_LIMIT:
+            raise SweepFailed(
+                f"worker {worker.slot.worker_id} crashed {len(worker.crashes)} times in "
+                f"{CRASH_WINDOW_S // 60} minutes; last: {last} (see {worker.log_path})")
+
+    def _start(self, worker: Worker) -> None:
+        slot = worker.slot
+        env = {**self.env,
+               "CUDA_VISIBLE_DEVICES": slot.cuda_visible_devices,  # set before TF is imported
+               "SWEEPER_WORKER_ID": str(slot.worker_id)}
+        worker.log_path = self.log_dir / f"worker-{slot.worker_id}.log"
+        with open(worker.log_path, "ab") as log_file:
+            # Own process group: the terminal's Ctrl-C reaches the controller, which stops
+            # workers in order instead of all at once mid-write.
+            worker.process = self.spawn(self.command, env=env, stdout=log_file,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        worker.done = False
+
+
+def worker_command(study_name: str, heartbeat_s: int, recycle_after: int, threads: int,
+                   max_memory_mb: float | None, deadline: float | None) -> list[str]:
+    command = [sys.executable, "-m", "sweeper", "worker", "--study", study_name,
+               "--heartbeat", str(heartbeat_s), "--recycle-after", str(recycle_after),
+               "--threads", str(threads)]
+    if max_memory_mb:
+        command += ["--max-memory-mb", str(int(max_memory_mb))]
+    if deadline is not None:
+        command += ["--deadline", f"{deadline:.0f}"]
+    return command
+
+
+def worker_env(storage_url: str, extra: dict[str, str]) -> dict[str, str]:
+    """The environment every worker of this controller gets."""
+    return {**os.environ,
+            STORAGE_ENV: storage_url,  # not in argv, where `ps` would show a password
+            "PYTHONUNBUFFERED": "1",
+            CONTROLLER_ENV: str(os.getpid()),  # the worker stops if this process goes
+            **extra}
+
+
+def last_line(path: Path | None) -> str:
+    if path is None or not path.exists():
+        return "no log"
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip()[:300] if lines else "no output"

@@ -1,0 +1,12 @@
+"""The study store: the only channel between a controller and its workers.
+
+Everything that must hold across processes and machines (how many trials are done, who may start
+the next one, who sweeps a study) is answered from the database itself.
+
+- `url`: where the store is, and its URL with the password masked;
+- `rdb`: opening it (Optuna's RDBStorage with heartbeats), older schemas refused untouched;
+- `sqlite`: SQLite for many processes of one machine, and read-only reading;
+- `errors`: store errors told apart (what a running sweep waits out, what stops it) in one line;
+- `counts`: the trial budget, counted in the database;
+- `locks`: the budget lock and the sweep lock, one class per kind of store.
+"""

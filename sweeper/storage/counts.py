@@ -1,0 +1,75 @@
+"""The shared trial budget, counted from the database itself: every worker on every machine
+answers 'is a slot free?' from the same numbers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+
+from sweeper import keys
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    """Trials of one study by state. `retries` counts trials created to retry a failed one."""
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    waiting: int = 0
+    retries: int = 0
+
+    @property
+    def claimed(self) -> int:
+        """Budget slots taken: every trial except the failed ones that a retry replaced."""
+        return self.complete + self.pruned + self.failed + self.running + self.waiting - self.retries
+
+    @property
+    def finished(self) -> int:
+        """Slots whose trial has ended for good (complete, pruned, or failed and not retried)."""
+        return self.claimed - self.running - self.waiting
+
+    @property
+    def failed_for_good(self) -> int:
+        """Failed trials that no retry replaced."""
+        return self.failed - self.retries
+
+    def may_start(self, budget: int) -> bool:
+        """A worker may ask for a trial: a retry waits, or a slot is free."""
+        return self.waiting > 0 or self.claimed < budget
+
+    def describe(self) -> str:
+        return (f"complete {self.complete}, pruned {self.pruned}, failed "
+                f"{self.failed_for_good}")
+
+
+# Optuna's own tables, read directly: loading every trial through the API to count them would
+# cost each worker a full study download per trial.
+_STATE_COUNTS = text(
+    "SELECT state, COUNT(*) FROM trials WHERE study_id = :study_id GROUP BY state")
+_RETRY_COUNT = text(
+    "SELECT COUNT(*) FROM trial_system_attributes a JOIN trials t ON a.trial_id = t.trial_id "
+    f"WHERE t.study_id = :study_id AND a.key = '{keys.FAILED_TRIAL}'")
+
+
+def count_trials(storage, study_id: int) -> TrialCounts:
+    with keys.rdb_of(storage).engine.connect() as conn:
+        states = {state_name(state): n
+                  for state, n in conn.execute(_STATE_COUNTS, {"study_id": study_id})}
+        retries = conn.execute(_RETRY_COUNT, {"study_id": study_id}).scalar_one()
+        conn.rollback()
+    return TrialCounts(
+        complete=states.get("COMPLETE", 0), pruned=states.get("PRUNED", 0),
+        failed=states.get("FAIL", 0), running=states.get("RUNNING", 0),
+        waiting=states.get("WAITING", 0), retries=retries)
+
+
+def state_name(stored) -> str:
+    """A trial state as read from the table: 'FAIL' (some drivers give 'TrialState.FAIL')."""
+    return str(stored).rsplit(".", 1)[-1]
+
+
+def study_counts(study) -> TrialCounts:
+    return count_trials(keys.storage_of(study), keys.study_id(study))

@@ -1,0 +1,98 @@
+"""One trial: ask -> run -> tell, and what became of it, as a value the worker's loop acts on.
+
+The trial runs inside `study.optimize(n_trials=1)`: Optuna's heartbeats, which let other workers
+fail the trial of a worker that died, work only there. What can happen:
+- FINISHED: Optuna told the trial COMPLETE, PRUNED or FAIL (the model code raised, memory ran out,
+  the loss became NaN). The trial's own doing: the loop counts it.
+- INTERRUPTED: the worker was asked to stop mid-trial (a signal, its controller gone). The trial
+  is marked for a retry before Optuna fails it (sweeper.retries).
+- STORE_LOST: the store failed during the trial. Not the trial's fault: the loop waits for the
+  store, or stops the worker, and the trial runs again.
+A user error (bad data or model code, which would fail every trial the same way) is raised, not
+returned: the worker stops with it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sweeper import keys
+from sweeper.errors import SweeperError
+from sweeper.retries import mark
+from sweeper.storage.errors import store_cause, store_errors
+from sweeper.storage.locks import StoreLock
+
+
+class Ending(enum.Enum):
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"
+    STORE_LOST = "store lost"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ending: Ending
+    trial: Any = None  # the optuna.Trial as it ran; None when none was created
+    finished: Any = None  # FINISHED: the FrozenTrial as Optuna told it
+    store_error: BaseException | None = None  # STORE_LOST: the store's own error
+
+
+class _StoreLost(KeyboardInterrupt):
+    """The store failed during a trial. A KeyboardInterrupt so Optuna's catch=(Exception,)
+    lets it through (after marking the trial FAIL if it still can)."""
+
+
+class _Attempt:
+    """What the objective's wrapper learns while Optuna runs the one trial."""
+
+    def __init__(self, objective, lock: StoreLock, interrupted_reason: Callable[[], str]):
+        self.objective = objective
+        self.lock = lock
+        self.interrupted_reason = interrupted_reason
+        self.trial: Any = None
+        self.finished: Any = None
+        self.user_error: SweeperError | None = None
+
+    def run(self, trial):
+        self.lock.release()  # the trial exists now: other workers count it
+        self.trial = trial
+        try:
+            return self.objective(trial)
+        except SweeperError as e:
+            self.user_error = e
+            raise
+        except KeyboardInterrupt:  # marked while the trial can still be written to
+            mark(trial.storage, keys.trial_id(trial), self.interrupted_reason())
+            raise
+        except store_errors() as e:
+            raise _StoreLost() from e
+
+    def told(self, study, frozen) -> None:
+        self.finished = frozen
+
+
+def run_one(study, objective, lock: StoreLock, interrupted_reason: Callable[[], str]) -> Outcome:
+    """Runs one trial of `study` with `objective`. `lock` (the budget lock, held when the
+    budget is nearly spent) is released as soon as the trial exists."""
+    attempt = _Attempt(objective, lock, interrupted_reason)
+    try:
+        # No gc_after_trial: a full collection costs tens of ms, and the Keras objective
+        # already collects in keras.backend.clear_session().
+        study.optimize(attempt.run, n_trials=1, catch=(Exception,), callbacks=[attempt.told])
+    except (_StoreLost, AssertionError, *store_errors()) as e:
+        # Optuna hides a store error behind its own AssertionError when it cannot write a
+        # trial's result; an AssertionError with no store error behind it is a bug.
+        cause = store_cause(e)
+        if cause is None:
+            raise
+        return Outcome(Ending.STORE_LOST, attempt.trial, store_error=cause)
+    except KeyboardInterrupt:
+        return Outcome(Ending.INTERRUPTED, attempt.trial)
+    finally:
+        lock.release()
+    if attempt.user_error is not None:
+        raise attempt.user_error
+    return Outcome(Ending.FINISHED, attempt.trial, finished=attempt.finished)
