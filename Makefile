@@ -31,7 +31,7 @@ SWEEP_ARGS := $(SPACE) \
 	$(if $(STUDY),--study $(STUDY)) \
 	$(if $(NEW),--new-study)
 
-.PHONY: sweep test check install clean-venv bench gpu-check
+.PHONY: sweep test check install clean-venv bench gpu-check lint
 
 sweep: $(STAMP)
 	$(BIN)/sweeper sweep $(SWEEP_ARGS)
@@ -43,6 +43,17 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 install: $(STAMP)
+
+# Style, unused names, import order (ruff) and types (mypy) of the package; CI runs it.
+LINT_STAMP := $(VENV)/.installed-lint
+
+$(LINT_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,postgres,mysql,lint]'
+	touch $(LINT_STAMP)
+
+lint: $(LINT_STAMP)
+	$(BIN)/ruff check sweeper tests benchmarks
+	$(BIN)/mypy
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

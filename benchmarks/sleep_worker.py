@@ -4,7 +4,8 @@
 
 It opens the study as a real worker does (`sweeper.worker.open_study`: same store settings,
 heartbeats, sampler and pruner) and runs the real worker loop (`sweeper.worker.run_trials`) on
-a study made by `sweeper.studies.prepare_study`; only the objective differs: it sleeps SECONDS_PER_TRIAL in EPOCHS steps, reporting a value after each.
+a study made by `sweeper.studies.prepare_study`; only the objective differs: it sleeps
+SECONDS_PER_TRIAL in EPOCHS steps, reporting a value after each.
 """
 
 from __future__ import annotations

@@ -109,7 +109,8 @@ def trial_overhead(trials: list[dict]) -> Row:
             wall = t["end"] - t["start"]
             known = {k: s.get(k, 0.0) for k in ("preprocess", "build", "f1", "report", "evaluate",
                                                  "artifacts")}
-            known["fit setup"] = s.get("train", 0.0) - s.get("epochs", 0.0) - s.get("f1", 0.0) - s.get("report", 0.0)
+            known["fit setup"] = (s.get("train", 0.0) - s.get("epochs", 0.0) - s.get("f1", 0.0)
+                                  - s.get("report", 0.0))
             known["store: ask before trial"] = t["start"] - before["end"]
             known["store: attrs, tell, cleanup"] = (wall - s.get("epochs", 0.0) - sum(
                 v for k, v in known.items() if not k.startswith("store")))

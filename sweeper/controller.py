@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sweeper import defaults, keys
 from sweeper.artifacts import ARTIFACT_DIR_ENV, artifact_dir
@@ -27,8 +28,13 @@ from sweeper.progress import ProgressView, Snapshot, summary_lines
 from sweeper.retries import fail_and_requeue, pending, queue_pending
 from sweeper.space import SearchSpace
 from sweeper.storage.counts import TrialCounts, study_counts
-from sweeper.storage.errors import (describe_store_error, store_errors, store_problem,
-                                    store_reason, store_trouble)
+from sweeper.storage.errors import (
+    describe_store_error,
+    store_errors,
+    store_problem,
+    store_reason,
+    store_trouble,
+)
 from sweeper.storage.locks import StoreLock, sweep_lock
 from sweeper.storage.rdb import open_storage
 from sweeper.storage.url import mask_url, sqlite_path
@@ -71,8 +77,8 @@ class Controller:
         self.stopping: str | None = None  # the signal that asks the sweep to stop
         self.draining = False  # Slurm's time limit is near: no new trials
         self.sweep_lock: StoreLock | None = None
-        self.storage = None  # the study store and the study, once opened
-        self.study = None
+        self.storage: Any = None  # the study store and the study, once opened
+        self.study: Any = None
         self.pool: WorkerPool | None = None
         self.last_upkeep = self.started
         self.last_note = self.started
@@ -148,7 +154,7 @@ class Controller:
         if lock.acquire(wait=False):
             self.sweep_lock = lock
             return
-        holder = {}
+        holder: dict = {}
         try:
             import optuna
 
@@ -199,9 +205,11 @@ class Controller:
             return not pending(self.storage, keys.study_id(self.study))
         now = time.time()
         past_deadline = self.deadline is not None and now >= self.deadline
-        self.pool.tend(accepting=not (past_deadline or self.stopping or self.draining),
-                       work_left=counts.may_start(budget))
-        if not self.pool.alive():
+        pool = self.pool
+        assert pool is not None, "the pool starts with the run"
+        pool.tend(accepting=not (past_deadline or self.stopping or self.draining),
+                  work_left=counts.may_start(budget))
+        if not pool.alive():
             if self.draining:  # other machines' trials are theirs to finish
                 self.say("time limit near: workers drained")
                 return True

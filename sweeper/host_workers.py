@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from sweeper import keys
 from sweeper.errors import SweeperError
 from sweeper.lifeline import controller_pid
 
@@ -89,9 +90,9 @@ def wait_for_leftovers(say: Callable[[str], None], wait_s: float = LEFTOVER_WAIT
 def ran_here_and_gone(trial) -> bool:
     """Whether `trial` (a FrozenTrial) was run by a worker process of this machine that no longer
     exists (a pid reused by a newer process counts as gone)."""
-    if trial.user_attrs.get("sweeper.host") != socket.gethostname():
+    if trial.user_attrs.get(keys.HOST) != socket.gethostname():
         return False
-    pid = trial.user_attrs.get("sweeper.pid")
+    pid = trial.user_attrs.get(keys.PID)
     if not isinstance(pid, int):
         return False
     try:

@@ -59,7 +59,12 @@ class WorkerPool:
         self.clock = clock
 
     def alive(self) -> list[Worker]:
+        """Workers with a process (running, or exited and not yet judged)."""
         return [w for w in self.workers if w.process is not None]
+
+    def _running(self) -> list[tuple[Worker, subprocess.Popen]]:
+        return [(w, w.process) for w in self.workers
+                if w.process is not None and w.process.poll() is None]
 
     def tend(self, accepting: bool, work_left: bool) -> None:
         """Judges the workers that exited, and starts a worker in every idle slot while the
@@ -70,49 +75,47 @@ class WorkerPool:
                 code = worker.process.poll()
                 if code is None:
                     continue
-                self._exited(worker, code)
+                self._exited(worker, worker.process.pid, code)
             if accepting and (work_left or not worker.done):
                 self._start(worker)
 
     def drain(self) -> None:
         """Slurm's warning before the time limit: workers finish their trial, start no other."""
-        for worker in self.alive():
-            if worker.process.poll() is None:
-                worker.process.send_signal(signal.SIGUSR1)
+        for _, process in self._running():
+            process.send_signal(signal.SIGUSR1)
 
     def stop(self, wait_first: bool = False) -> None:
         """SIGTERM every worker (each fails its trial and queues it again), SIGKILL stragglers,
         then close any trial a killed worker left RUNNING. With wait_first, give workers that
         are leaving anyway (the sweep is over) the grace period first."""
-        running = [w for w in self.alive() if w.process.poll() is None]
         if wait_first:
-            self._wait(running, STOP_GRACE_S)
-            running = [w for w in running if w.process.poll() is None]
-        for worker in running:
-            worker.process.send_signal(signal.SIGTERM)
+            self._wait([p for _, p in self._running()], STOP_GRACE_S)
+        running = [p for _, p in self._running()]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
         killed = []
-        for worker in self._wait(running, STOP_GRACE_S):
-            worker.process.kill()
-            worker.process.wait()
-            killed.append(worker.process.pid)
+        for process in self._wait(running, STOP_GRACE_S):
+            process.kill()
+            process.wait()
+            killed.append(process.pid)
         for worker in self.workers:
             worker.process = None
         if killed:
             self.close_trials(killed, "interrupted: the worker was killed")
 
-    def _wait(self, workers: list[Worker], seconds: float) -> list[Worker]:
+    def _wait(self, processes: list[subprocess.Popen], seconds: float) -> list[subprocess.Popen]:
         """Waits until they exit or `seconds` pass; returns those still running."""
         deadline = self.clock() + seconds
         left = []
-        for worker in workers:
+        for process in processes:
             try:
-                worker.process.wait(timeout=max(0.0, deadline - self.clock()))
+                process.wait(timeout=max(0.0, deadline - self.clock()))
             except subprocess.TimeoutExpired:
-                left.append(worker)
+                left.append(process)
         return left
 
-    def _exited(self, worker: Worker, code: int) -> None:
-        pid, worker.process = worker.process.pid, None
+    def _exited(self, worker: Worker, pid: int, code: int) -> None:
+        worker.process = None
         if code == EXIT_DONE:
             worker.done = True
         elif code != EXIT_RECYCLE:

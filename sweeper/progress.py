@@ -154,7 +154,7 @@ class ProgressView:
                      ProgressBar(total=max(1, self.budget), completed=snapshot.counts.finished,
                                  width=30),
                      Text(f"{snapshot.counts.finished}/{self.budget} done"))
-        parts = [head, Text(self.details(snapshot))]
+        parts: list[Any] = [head, Text(self.details(snapshot))]
         if snapshot.running:
             table = Table(box=None, padding=(0, 2), show_edge=False)
             for title in ("worker", "trial", "epoch"):

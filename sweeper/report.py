@@ -61,7 +61,8 @@ def status_text(url: str) -> str:
     if not summaries:
         raise StorageError(f"no studies in {mask_url(url)}; run a sweep first")
     lines = [f"studies in {mask_url(url)}:"]
-    running_rows, hosts = [], {}
+    running_rows: list[str] = []
+    hosts: dict[str, set] = {}
     now = time.time()
     for summary in sorted(summaries, key=lambda s: s.study_name):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
@@ -271,6 +272,7 @@ def retrain(url: str, study_name: str, params_file: Path | None = None,
     from sweeper.pipeline import evaluate
     from sweeper.pipeline.data import load_dataset
     from sweeper.pipeline.model import build_model
+    from sweeper.space.schema import hparam
 
     hp = chosen["hyperparameters"]
     data = load_dataset(space.config["dataset"], space.config["preprocess"])
@@ -278,7 +280,7 @@ def retrain(url: str, study_name: str, params_file: Path | None = None,
     y = np.concatenate([data.y_train, data.y_val])
     seed = int(chosen.get("seed") or space.config["training"]["seed"])
     epochs = int(chosen.get("epochs") or space.max_epochs)
-    batch_size = int(hp.get("batch_size", 64))
+    batch_size = int(hparam(hp, "batch_size"))
     keras.utils.set_random_seed(seed)
     model = build_model(space.config["model"], hp, data, -(-len(x) // batch_size), epochs)
     started = time.perf_counter()

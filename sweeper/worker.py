@@ -29,8 +29,13 @@ from sweeper.lifeline import watch_controller
 from sweeper.retries import fail_and_requeue, queue_retry
 from sweeper.space import parse_space
 from sweeper.storage.counts import count_trials
-from sweeper.storage.errors import (describe_store_error, store_errors, store_problem,
-                                    store_reason, store_trouble)
+from sweeper.storage.errors import (
+    describe_store_error,
+    store_errors,
+    store_problem,
+    store_reason,
+    store_trouble,
+)
 from sweeper.storage.locks import StoreLock, budget_lock
 from sweeper.storage.rdb import open_storage
 from sweeper.storage.url import mask_url

@@ -15,8 +15,8 @@ import urllib.request
 import numpy as np
 import optuna
 import pytest
-
 from conftest import ROOT
+
 from sweeper.artifacts import artifact_dir, save_trial_artifacts
 from sweeper.storage.rdb import open_storage
 

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import run_sweeper
+
 from sweeper.cli import main
 from sweeper.cli.args import parse_duration
 

@@ -134,7 +134,8 @@ def test_one_sample_class_says_why_it_cannot_split(tmp_path):
 
 
 # The per-epoch F1 is computed without scikit-learn (speed); it must agree with scikit-learn.
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=300, deadline=None)

@@ -17,11 +17,13 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from sweeper.errors import DataError
-from sweeper.pipeline.data import clean, load_dataset, load_source, normalize, split
+from sweeper.pipeline.data import clean, load_dataset, normalize, split
+from sweeper.pipeline.sources import load_source
 
 EXAMPLES_NPZ = 400
 EXAMPLES_NPZ_BYTES = 400

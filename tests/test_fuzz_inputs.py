@@ -23,8 +23,7 @@ from hypothesis import strategies as st
 
 from sweeper import controller
 from sweeper.cli import build_parser, main
-from sweeper.cli.args import MAX_COUNT, int_between, parse_duration, positive_int
-from sweeper.cli.args import non_negative_int, unix_time
+from sweeper.cli.args import MAX_COUNT, int_between, non_negative_int, parse_duration, positive_int, unix_time
 from sweeper.errors import GpuError, SpaceError
 from sweeper.gpus import parse_gpu_list
 from sweeper.space import SearchSpace, load_space

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import optuna
+from conftest import ROOT
 
 from benchmarks.gpu_check import check_trials, summarise_utilisation
-from conftest import ROOT
 
 
 def _store(tmp_path, trials: list[dict]) -> str:

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 
 from sweeper.errors import GpuError
-from sweeper.gpus import (discover_gpus, make_slots, parse_gpu_list, parse_nvidia_smi,
-                          query_nvidia_smi, threads_per_worker)
+from sweeper.gpus import (
+    discover_gpus,
+    make_slots,
+    parse_gpu_list,
+    parse_nvidia_smi,
+    query_nvidia_smi,
+    threads_per_worker,
+)
 
 
 @pytest.mark.parametrize("text, gpus", [

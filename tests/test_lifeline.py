@@ -12,8 +12,8 @@ import time
 
 import psutil
 import pytest
-
 from conftest import ROOT
+
 from sweeper.errors import SweeperError
 from sweeper.host_workers import _worker_study, host_workers, wait_for_leftovers
 from sweeper.lifeline import CONTROLLER_ENV, EXIT_GRACE_S, controller_pid, watch_controller

@@ -221,3 +221,38 @@ def test_non_utf8_space(project):
     (project / "search_spaces" / "latin.yaml").write_bytes(b"description: caf\xe9\n")
     with pytest.raises(SpaceError, match="not UTF-8"):
         load_space("latin")
+
+
+# The schema's rule for a built-in hyperparameter's value: (name, value, what the user is told).
+HPARAM_VALUES = [
+    ("batch_size", 64, None),
+    ("batch_size", 0, ("must be at least 1, got 0", "write a positive number")),
+    ("filters", -3, ("must be at least 1, got -3", "write a positive number")),
+    ("dropout", 0.0, None),
+    ("dropout", 1.0, ("must be in [0, 1), got 1.0", "write e.g. 0.2")),
+    ("learning_rate", 0, ("must be positive, got 0", "write e.g. 0.001")),
+    ("learning_rate", 3e-4, None),
+    ("optimizer", "sgd", None),
+    ("optimizer", "adagrad", ("unknown value 'adagrad'", "use one of: adam, adamw, sgd, rmsprop")),
+    ("activation", "mish", ("unknown value 'mish'", "use one of: relu, gelu, tanh, elu, swish")),
+    ("momentum", -5.0, None),  # unbounded
+    ("batch_size", "big", None),  # a wrong type is the validator's to tell
+]
+
+
+@pytest.mark.parametrize("name, value, told", HPARAM_VALUES)
+def test_hyperparameter_bounds_come_from_the_schema_table(name, value, told):
+    from sweeper.space.schema import MODEL_HPARAMS, TRAINING_HPARAMS
+
+    spec = TRAINING_HPARAMS.get(name) or MODEL_HPARAMS["cnn"].get(name) or \
+        MODEL_HPARAMS["mlp"][name]
+    assert spec.problem(value) == told
+
+
+def test_defaults_a_space_leaves_out_come_from_the_schema_table():
+    from sweeper.space.schema import hparam
+
+    space = parse_space(space_text())
+    assert space.config["training"]["batch_size"] == hparam({}, "batch_size") == 64
+    assert hparam({"filters": 8}, "filters", model="cnn") == 8
+    assert hparam({}, "filters", model="cnn") == 32 and hparam({}, "units", model="mlp") == 64

@@ -15,8 +15,8 @@ import optuna
 import pytest
 
 from sweeper.errors import StorageError
-from sweeper.storage.locks import budget_lock, sweep_lock
 from sweeper.storage.counts import count_trials
+from sweeper.storage.locks import budget_lock, sweep_lock
 from sweeper.storage.rdb import open_storage, retry_callback
 from sweeper.storage.url import default_storage_url, mask_url, resolve_storage_url, sqlite_path
 from sweeper.worker import EXIT_DONE, run_trials

@@ -17,7 +17,7 @@ MAX_COUNT = 10**9
 class Parser(argparse.ArgumentParser):
     """A bad argument is one line and exit code 2, like every other user error (no usage block)."""
 
-    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+    def parse_args(self, args=None, namespace=None):
         parsed, extras = self.parse_known_args(args, namespace)
         command = getattr(parsed, "command", None)
         prog = f"{self.prog} {command}" if command else self.prog
@@ -30,7 +30,7 @@ class Parser(argparse.ArgumentParser):
                                 prog)
         return parsed
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         self._exit_with(message, self.prog)
 
     def _exit_with(self, message: str, prog: str):

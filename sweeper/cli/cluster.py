@@ -5,8 +5,16 @@ from __future__ import annotations
 import sys
 
 from sweeper import defaults
-from sweeper.cli.args import (add_heartbeat, add_space, add_storage, add_study, add_trials,
-                              command, int_between, positive_int)
+from sweeper.cli.args import (
+    add_heartbeat,
+    add_space,
+    add_storage,
+    add_study,
+    add_trials,
+    command,
+    int_between,
+    positive_int,
+)
 
 
 def register(commands) -> None:

@@ -6,11 +6,21 @@ from __future__ import annotations
 import os
 
 from sweeper import defaults
-from sweeper.cli.args import (add_heartbeat, add_space, add_storage, add_study, add_trials,
-                              command, int_between, non_negative_int, positive_int, unix_time)
+from sweeper.cli.args import (
+    add_heartbeat,
+    add_space,
+    add_storage,
+    add_study,
+    add_trials,
+    command,
+    int_between,
+    non_negative_int,
+    positive_int,
+    unix_time,
+)
 
 SWEEP_EXAMPLES = f"""examples:
-  sweeper sweep cnn_lr                         # defaults: {defaults.TRIALS} trials, every GPU (or CPU workers)
+  sweeper sweep cnn_lr                    # defaults: {defaults.TRIALS} trials, every GPU (or CPU workers)
   sweeper sweep cnn_lr --trials 12 --timeout 8h --gpus 0,1 --workers-per-gpu 2
   sweeper sweep mlp_breast_cancer --workers 2 --storage postgresql+psycopg://me@db/sweeps
 Rerunning the same command resumes the study until the trial budget is reached.
@@ -25,6 +35,14 @@ CHECK_EXAMPLE = """example:
 
 
 def register(commands) -> None:
+    _sweep_command(commands)
+    _worker_command(commands)
+    check = command(commands, "check", "validate a search space; writes nothing", CHECK_EXAMPLE)
+    add_space(check)
+    check.set_defaults(handler=run_check)
+
+
+def _sweep_command(commands) -> None:
     from sweeper.cli.args import parse_duration
 
     sweep = command(commands, "sweep", "run (or resume) a sweep over a search space",
@@ -62,6 +80,8 @@ def register(commands) -> None:
                             f"(default {defaults.MAX_WORKER_MEMORY_MB})")
     sweep.set_defaults(handler=run_sweep)
 
+
+def _worker_command(commands) -> None:
     worker = command(commands, "worker", "run trials of an existing study (any machine)",
                      WORKER_EXAMPLE)
     worker.add_argument("--study", required=True, help="study name")
@@ -79,10 +99,6 @@ def register(commands) -> None:
     worker.add_argument("--threads", type=int_between(1, 1024), default=None,
                         help="CPU threads for TensorFlow (default: all)")
     worker.set_defaults(handler=run_worker)
-
-    check = command(commands, "check", "validate a search space; writes nothing", CHECK_EXAMPLE)
-    add_space(check)
-    check.set_defaults(handler=run_check)
 
 
 def run_sweep(args) -> int:

@@ -5,10 +5,14 @@ Only the Keras 3 API is used here, so the same code runs on any Keras backend.
 
 from __future__ import annotations
 
+import functools
+
 import keras
 
 from sweeper.errors import DataError
-from sweeper.pipeline.data import Dataset, import_object
+from sweeper.pipeline.data import Dataset
+from sweeper.pipeline.sources import import_object
+from sweeper.space.schema import hparam
 
 
 def build_model(model_cfg: dict, hp: dict, data: Dataset, steps_per_epoch: int,
@@ -52,16 +56,18 @@ def augmentation_layers(strength: float, flip: bool) -> list:
 
 def build_cnn(hp: dict, input_shape: tuple, num_classes: int) -> keras.Model:
     """Conv blocks (conv -> [batch norm] -> relu -> pool), each doubling the filters, then a
-    dense head. Pooling stops when the feature map is down to 1 pixel."""
+    dense head. Pooling stops when the feature map is down to 1 pixel. Hyperparameters a space
+    leaves out take their defaults from sweeper.space.schema."""
+    get = functools.partial(hparam, hp, model="cnn")
     inputs = keras.Input(shape=input_shape)
     x = inputs
-    for layer in augmentation_layers(hp.get("augment_strength", 0.0), hp.get("augment_flip", False)):
+    for layer in augmentation_layers(get("augment_strength"), get("augment_flip")):
         x = layer(x)
-    filters, size = hp.get("filters", 32), min(input_shape[0], input_shape[1])
-    for _ in range(hp.get("conv_blocks", 2)):
-        x = keras.layers.Conv2D(filters, hp.get("kernel_size", 3), padding="same",
-                                use_bias=not hp.get("batch_norm", False))(x)
-        if hp.get("batch_norm", False):
+    filters, size = get("filters"), min(input_shape[0], input_shape[1])
+    for _ in range(get("conv_blocks")):
+        x = keras.layers.Conv2D(filters, get("kernel_size"), padding="same",
+                                use_bias=not get("batch_norm"))(x)
+        if get("batch_norm"):
             x = keras.layers.BatchNormalization(momentum=0.9)(x)  # small data: few steps per epoch
         x = keras.layers.Activation("relu")(x)
         if size >= 2:
@@ -69,37 +75,38 @@ def build_cnn(hp: dict, input_shape: tuple, num_classes: int) -> keras.Model:
             size = (size + 1) // 2
         filters *= 2
     x = keras.layers.GlobalAveragePooling2D()(x)
-    if hp.get("dropout", 0.0) > 0:
-        x = keras.layers.Dropout(hp["dropout"])(x)
-    x = keras.layers.Dense(hp.get("dense_units", 64), activation="relu")(x)
+    if get("dropout") > 0:
+        x = keras.layers.Dropout(get("dropout"))(x)
+    x = keras.layers.Dense(get("dense_units"), activation="relu")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
     return keras.Model(inputs, outputs, name="cnn")
 
 
 def build_mlp(hp: dict, input_shape: tuple, num_classes: int) -> keras.Model:
+    get = functools.partial(hparam, hp, model="mlp")
     inputs = keras.Input(shape=input_shape)
     x = keras.layers.Flatten()(inputs) if len(input_shape) > 1 else inputs
-    for _ in range(hp.get("hidden_layers", 2)):
-        x = keras.layers.Dense(hp.get("units", 64), use_bias=not hp.get("batch_norm", False))(x)
-        if hp.get("batch_norm", False):
+    for _ in range(get("hidden_layers")):
+        x = keras.layers.Dense(get("units"), use_bias=not get("batch_norm"))(x)
+        if get("batch_norm"):
             x = keras.layers.BatchNormalization(momentum=0.9)(x)  # small data: few steps per epoch
-        x = keras.layers.Activation(hp.get("activation", "relu"))(x)
-        if hp.get("dropout", 0.0) > 0:
-            x = keras.layers.Dropout(hp["dropout"])(x)
+        x = keras.layers.Activation(get("activation"))(x)
+        if get("dropout") > 0:
+            x = keras.layers.Dropout(get("dropout"))(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
     return keras.Model(inputs, outputs, name="mlp")
 
 
 def make_optimizer(hp: dict, total_steps: int) -> keras.optimizers.Optimizer:
-    lr = learning_rate_schedule(hp.get("lr_schedule", "constant"), hp.get("learning_rate", 1e-3),
-                                total_steps)
-    name = hp.get("optimizer", "adam")
+    get = functools.partial(hparam, hp)
+    lr = learning_rate_schedule(get("lr_schedule"), get("learning_rate"), total_steps)
+    name = get("optimizer")
     if name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=hp.get("momentum", 0.0), nesterov=True)
+        return keras.optimizers.SGD(lr, momentum=get("momentum"), nesterov=True)
     if name == "rmsprop":
-        return keras.optimizers.RMSprop(lr, momentum=hp.get("momentum", 0.0))
+        return keras.optimizers.RMSprop(lr, momentum=get("momentum"))
     if name == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=hp.get("weight_decay", 1e-4))
+        return keras.optimizers.AdamW(lr, weight_decay=get("weight_decay"))
     return keras.optimizers.Adam(lr)
 
 

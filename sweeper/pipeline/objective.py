@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+
 import keras
 import optuna
 import psutil
@@ -18,6 +19,7 @@ from sweeper.pipeline import evaluate, train
 from sweeper.pipeline.data import Dataset, load_dataset
 from sweeper.pipeline.model import build_model
 from sweeper.space import SearchSpace
+from sweeper.space.schema import hparam
 
 
 @dataclass
@@ -54,7 +56,7 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
 
     started = time.perf_counter()
     keras.utils.set_random_seed(seed)
-    batch_size = int(hp.get("batch_size", 64))
+    batch_size = int(hparam(hp, "batch_size"))
     steps = -(-len(data.x_train) // batch_size)
     model = build_model(config["model"], hp, data, steps, space.max_epochs)
     seconds["build"] = time.perf_counter() - started

@@ -17,7 +17,7 @@ import contextlib
 import fcntl
 import hashlib
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Any, Protocol
 
 import sqlalchemy
 from sqlalchemy import text
@@ -64,7 +64,7 @@ class FileLock:
 
     def __init__(self, path: Path):
         self.path = path
-        self._file = None
+        self._file: IO[str] | None = None
 
     def acquire(self, wait: bool = True) -> bool:
         if self._file is not None:
@@ -94,8 +94,8 @@ class _SessionLock:
     def __init__(self, url: str, engine=None):
         self.url = url
         self._shared_engine = engine
-        self._engine = None
-        self._conn = None
+        self._engine: Any = None
+        self._conn: Any = None
 
     def _take(self, conn, wait: bool) -> bool:
         raise NotImplementedError

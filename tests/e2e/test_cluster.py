@@ -12,7 +12,6 @@ import time
 
 import optuna
 import pytest
-
 from conftest import ROOT, _server_database, load, run_sweeper, wait_for_running
 
 pytestmark = pytest.mark.slow

@@ -17,8 +17,8 @@ from collections import defaultdict
 import optuna
 import psutil
 import pytest
-
 from conftest import _server_database, load, run_sweeper, wait_for_running
+
 from sweeper.storage.counts import count_trials
 from sweeper.storage.rdb import open_storage
 

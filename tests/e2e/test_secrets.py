@@ -14,9 +14,8 @@ import time
 import optuna
 import psutil
 import pytest
-from sqlalchemy.engine import make_url
-
 from conftest import _server_database, run_sweeper
+from sqlalchemy.engine import make_url
 
 pytestmark = pytest.mark.slow
 SECRET = "S3cret-Pw-4711"

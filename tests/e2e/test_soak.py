@@ -14,8 +14,8 @@ import optuna
 import psutil
 import pytest
 import sqlalchemy
-
 from conftest import _server_database, load
+
 from sweeper.storage.counts import count_trials
 from sweeper.storage.rdb import open_storage
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-
 from conftest import _server_database, load, run_sweeper
 
 SECRET = "Hunter2pw"

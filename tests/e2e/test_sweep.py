@@ -11,7 +11,6 @@ import time
 import optuna
 import psutil
 import pytest
-
 from conftest import load, run_sweeper, wait_for_running
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ import sys
 
 import optuna
 import pytest
-
 from conftest import load, run_sweeper, wait_for_running
+
 from sweeper.storage.counts import count_trials
 from sweeper.storage.rdb import open_storage
 

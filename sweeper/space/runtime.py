@@ -1,0 +1,115 @@
+"""A validated search space at run time: it suggests a trial's parameters, merges them with the
+fixed hyperparameters, and makes the space's sampler and pruner."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sweeper.space.schema import PRUNERS, SAMPLERS, TRAINING_HPARAMS
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searchable parameter; `when` maps earlier param names to the values that activate it."""
+
+    name: str
+    kind: str  # float | int | categorical
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple = ()
+    when: dict[str, tuple] = field(default_factory=dict)
+
+    def is_active(self, chosen: dict[str, Any]) -> bool:
+        return all(name in chosen and chosen[name] in values for name, values in self.when.items())
+
+    def suggest(self, trial) -> Any:
+        if self.kind == "float":
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
+        if self.kind == "int":
+            return trial.suggest_int(self.name, self.low, self.high, log=self.log,
+                                     step=self.step or 1)
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+    def number_range(self) -> tuple[Any, Any, Any]:
+        """(low, high, step) of a float or int param; the step is 1 where none is given."""
+        assert self.low is not None and self.high is not None, self.kind
+        return self.low, self.high, self.step or 1
+
+    def grid_size(self) -> int:
+        if self.kind == "categorical":
+            return len(self.choices)
+        low, high, step = self.number_range()
+        return int(math.floor((high - low) / step + 1e-9)) + 1
+
+    def grid_values(self) -> list:
+        if self.kind == "categorical":
+            return list(self.choices)
+        low, high, step = self.number_range()
+        if self.kind == "int":
+            return list(range(low, high + 1, step))
+        return [round(low + i * step, 12) for i in range(self.grid_size())]
+
+
+@dataclass
+class SearchSpace:
+    """A validated search space. `config` is the parsed YAML with defaults filled in."""
+
+    name: str
+    source: str  # the file it came from, for messages
+    text: str  # the YAML as written, stored in the study so any worker can rebuild the space
+    config: dict[str, Any]
+    params: list[Param]
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the meaning of the space (not its comments or layout), params included."""
+        params = [dataclasses.asdict(p) for p in self.params]
+        canonical = json.dumps([self.config, params], sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @property
+    def direction(self) -> Literal["minimize", "maximize"]:
+        return self.config["objective"]["direction"]
+
+    @property
+    def max_epochs(self) -> int:
+        return self.config["training"]["max_epochs"]
+
+    def suggest(self, trial) -> dict[str, Any]:
+        """Ask the trial for every active param, in file order (conditions look backwards)."""
+        chosen: dict[str, Any] = {}
+        for param in self.params:
+            if param.is_active(chosen):
+                chosen[param.name] = param.suggest(trial)
+        return chosen
+
+    def hyperparameters(self, chosen: dict[str, Any]) -> dict[str, Any]:
+        """The fixed values of the model and training sections, overridden by the trial's params."""
+        fixed = {k: v for k, v in self.config["model"].items() if k not in ("name", "function")}
+        fixed.update({k: v for k, v in self.config["training"].items() if k in TRAINING_HPARAMS})
+        return {**fixed, **chosen}
+
+    def make_sampler(self):
+        import optuna
+
+        spec = dict(self.config["sampler"])
+        sampler = getattr(optuna.samplers, SAMPLERS[spec.pop("name")])
+        if sampler is optuna.samplers.GridSampler:
+            return sampler({p.name: p.grid_values() for p in self.params}, **spec)
+        return sampler(**spec)
+
+    def make_pruner(self):
+        import optuna
+
+        spec = dict(self.config["pruner"])
+        pruner = getattr(optuna.pruners, PRUNERS[spec.pop("name")])
+        if pruner is optuna.pruners.HyperbandPruner:
+            spec.setdefault("max_resource", self.max_epochs)
+        return pruner(**spec)

@@ -1,0 +1,151 @@
+"""What a search space may say: its sections and keys, the samplers and pruners with their
+options, and the hyperparameters the built-in models read, each with its type, bounds and default.
+
+A table, not code: the validator checks a space against it, the models take their defaults from
+it, and a new hyperparameter is one row here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sweeper.text import shown
+
+BUILTIN_DATASETS = ("digits", "breast_cancer", "mnist", "fashion_mnist", "cifar10")
+BUILTIN_MODELS = ("cnn", "mlp")
+IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+
+
+@dataclass(frozen=True)
+class HParam:
+    """A hyperparameter the built-in code reads: its type, what values make sense, its default."""
+
+    kind: type
+    default: Any = None
+    choices: tuple = ()
+    at_least: int | None = None  # whole numbers from this up
+    fraction: bool = False  # in [0, 1)
+    positive: bool = False  # above 0
+
+    def problem(self, value) -> tuple[str, str] | None:
+        """(what is wrong, how to fix it) for a value given in a space, or None if it is fine."""
+        if self.choices:
+            if value not in self.choices:
+                return f"unknown value {shown(value)}", f"use one of: {', '.join(self.choices)}"
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None  # a wrong type is the validator's to say
+        if self.at_least is not None and isinstance(value, int) and value < self.at_least:
+            return f"must be at least {self.at_least}, got {value}", "write a positive number"
+        if self.fraction and not 0 <= value < 1:
+            return f"must be in [0, 1), got {value}", "write e.g. 0.2"
+        if self.positive and value <= 0:
+            return f"must be positive, got {value}", "write e.g. 0.001"
+        return None
+
+
+TRAINING_HPARAMS: dict[str, HParam] = {
+    "batch_size": HParam(int, default=64, at_least=1),
+    "optimizer": HParam(str, default="adam", choices=("adam", "adamw", "sgd", "rmsprop")),
+    "learning_rate": HParam(float, default=1e-3, positive=True),
+    "momentum": HParam(float, default=0.0),
+    "weight_decay": HParam(float, default=1e-4),
+    "lr_schedule": HParam(str, default="constant", choices=("constant", "cosine", "exponential")),
+}
+MODEL_HPARAMS: dict[str, dict[str, HParam]] = {
+    "cnn": {
+        "conv_blocks": HParam(int, default=2, at_least=1),
+        "filters": HParam(int, default=32, at_least=1),
+        "kernel_size": HParam(int, default=3, at_least=1),
+        "batch_norm": HParam(bool, default=False),
+        "dropout": HParam(float, default=0.0, fraction=True),
+        "dense_units": HParam(int, default=64, at_least=1),
+        "augment_strength": HParam(float, default=0.0),
+        "augment_flip": HParam(bool, default=False),
+    },
+    "mlp": {
+        "hidden_layers": HParam(int, default=2, at_least=1),
+        "units": HParam(int, default=64, at_least=1),
+        "dropout": HParam(float, default=0.0, fraction=True),
+        "activation": HParam(str, default="relu", choices=("relu", "gelu", "tanh", "elu", "swish")),
+        "batch_norm": HParam(bool, default=False),
+    },
+}
+
+
+def hparam(hp: dict, name: str, model: str | None = None):
+    """A built-in hyperparameter of a trial: its own value, else the table's default. `model`
+    names the model for the model's own hyperparameters."""
+    spec = TRAINING_HPARAMS.get(name) or MODEL_HPARAMS[model or ""][name]
+    return hp.get(name, spec.default)
+
+
+# (allowed keys with their types) per section.
+SECTION_KEYS: dict[str, dict[str, type]] = {
+    "dataset": {
+        "name": str,
+        "path": str,
+        "function": str,
+        "validation_fraction": float,
+        "test_fraction": float,
+        "split_seed": int,
+        "classes": list,
+        "image_size": list,
+        "color_mode": str,
+    },
+    "preprocess": {"normalize": str, "drop_duplicates": bool, "drop_nonfinite": bool},
+    "training": {"max_epochs": int, "seed": int,
+                 **{name: spec.kind for name, spec in TRAINING_HPARAMS.items()}},
+    "objective": {"metric": str, "average": str, "direction": str},
+}
+TOP_LEVEL_KEYS = (
+    "description", "dataset", "preprocess", "model", "training", "objective", "sampler", "pruner",
+    "params",
+)
+# Filled in where a space leaves them out.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "dataset": {"validation_fraction": 0.15, "test_fraction": 0.15, "split_seed": 0},
+    "preprocess": {"normalize": "unit", "drop_duplicates": True, "drop_nonfinite": True},
+    "training": {"max_epochs": 20, "seed": 0,
+                 **{name: TRAINING_HPARAMS[name].default
+                    for name in ("batch_size", "optimizer", "learning_rate", "lr_schedule")}},
+    "objective": {"metric": "f1", "average": "macro", "direction": "maximize"},
+}
+
+NORMALIZE_CHOICES = ("unit", "symmetric", "standardize", "none")
+AVERAGE_CHOICES = ("macro", "weighted", "micro", "binary")
+
+SAMPLER_ARGS: dict[str, dict[str, type]] = {
+    "tpe": {"seed": int, "n_startup_trials": int, "multivariate": bool, "group": bool,
+            "constant_liar": bool},
+    "random": {"seed": int},
+    "cmaes": {"seed": int, "n_startup_trials": int, "sigma0": float},
+    "qmc": {"seed": int, "qmc_type": str, "scramble": bool},
+    "grid": {"seed": int},
+}
+# The Optuna classes behind the names.
+SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler",
+            "qmc": "QMCSampler", "grid": "GridSampler"}
+PRUNERS = {"hyperband": "HyperbandPruner", "median": "MedianPruner",
+           "percentile": "PercentilePruner", "successive_halving": "SuccessiveHalvingPruner",
+           "none": "NopPruner"}
+PRUNER_ARGS: dict[str, dict[str, type]] = {
+    "hyperband": {"min_resource": int, "max_resource": int, "reduction_factor": int},
+    "median": {"n_startup_trials": int, "n_warmup_steps": int, "interval_steps": int,
+               "n_min_trials": int},
+    "percentile": {"percentile": float, "n_startup_trials": int, "n_warmup_steps": int,
+                   "interval_steps": int, "n_min_trials": int},
+    "successive_halving": {"min_resource": int, "reduction_factor": int,
+                           "min_early_stopping_rate": int},
+    "none": {},
+}
+# The smallest value of each pruner option.
+PRUNER_MINIMUM = {"min_resource": 1, "max_resource": 1, "reduction_factor": 2,
+                  "n_startup_trials": 0, "n_warmup_steps": 0, "interval_steps": 1,
+                  "n_min_trials": 1, "min_early_stopping_rate": 0}
+PARAM_KEYS = {
+    "float": ("type", "low", "high", "log", "step", "when"),
+    "int": ("type", "low", "high", "log", "step", "when"),
+    "categorical": ("type", "choices", "when"),
+}
