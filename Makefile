@@ -64,28 +64,30 @@ $(STAMP): pyproject.toml
 clean-venv:
 	rm -rf $(VENV)
 
-HOST ?= 127.0.0.1
-PORT ?= 8080
-TOP ?= 10
+# Empty variables leave the command's own defaults (sweeper/defaults.py) in force.
+HOST ?=
+PORT ?=
+TOP ?=
 
 .PHONY: dashboard report status
 dashboard: $(STAMP)
-	$(BIN)/sweeper dashboard $(SPACE) --host $(HOST) --port $(PORT)
+	$(BIN)/sweeper dashboard $(SPACE) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 report: $(STAMP)
-	$(BIN)/sweeper report $(SPACE) $(if $(STUDY),--study $(STUDY)) --top $(TOP)
+	$(BIN)/sweeper report $(SPACE) $(if $(STUDY),--study $(STUDY)) $(if $(TOP),--top $(TOP))
 
 status: $(STAMP)
 	$(BIN)/sweeper status $(SPACE)
 
-NODES ?= 1
-GPUS_PER_NODE ?= 1
-TIME ?= 10:00:00
+NODES ?=
+GPUS_PER_NODE ?=
+TIME ?=
 PARTITION ?=
 
 .PHONY: slurm
 slurm: $(STAMP)
-	$(BIN)/sweeper slurm $(SPACE) --nodes $(NODES) --gpus-per-node $(GPUS_PER_NODE) --time $(TIME) \
+	$(BIN)/sweeper slurm $(SPACE) $(if $(NODES),--nodes $(NODES)) \
+		$(if $(GPUS_PER_NODE),--gpus-per-node $(GPUS_PER_NODE)) $(if $(TIME),--time $(TIME)) \
 		$(if $(TRIALS),--trials $(TRIALS)) \
 		$(if $(STUDY),--study $(STUDY)) $(if $(PARTITION),--partition $(PARTITION)) --submit
 

@@ -289,6 +289,7 @@ def test_former_crashes_are_one_line_errors(tmp_path, text, fragment):
 # Whole documents that crashed before.
 CRASHED_DOCUMENTS = [
     ('description: "\\U00110000"', "unreadable escape"),  # past the last code point
+    ('description: "\\U80000000"', "unreadable escape"),  # past what a C int holds
     ("%YAML 1." + "9" * 5000 + "\n--- {}", "unreadable escape or number"),
     ("!!set {a}: 1", "a key must be a plain value, not set"),
     ('description: "\\ud800"', "lone surrogate"),  # no store could save it

@@ -71,7 +71,9 @@ def read_yaml(text: str, source: str):
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise space_error(f"{source}: invalid YAML{where}: {problem}; fix the syntax") from None
-    except ValueError as e:  # PyYAML's scanner on "\U00110000" or a %YAML version of 5000 digits
+    except (ValueError, OverflowError) as e:
+        # PyYAML's scanner on "\U00110000" ("\U80000000" overflows), or a %YAML version of
+        # 5000 digits.
         raise space_error(f"{source}: invalid YAML: unreadable escape or number ({e}); "
                           "fix the syntax") from None
     except RecursionError:
