@@ -21,7 +21,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def rows(quick: bool, stores: list[str]):
-    from benchmarks import orchestration, resources, search, startup, training
+    from benchmarks import occupancy, orchestration, resources, search, startup, training
 
     yield (1,), lambda: [orchestration.orchestration_efficiency(quick, [s for s in stores if s != "mysql"])]
     yield (2,), lambda: [orchestration.store_throughput(quick, ["sqlite"] if quick else stores)]
@@ -30,6 +30,7 @@ def rows(quick: bool, stores: list[str]):
     yield (6,), lambda: [resources.worker_memory(quick)]
     yield (7,), lambda: [search.search_efficiency(quick)]
     yield (8,), lambda: [startup.startup(quick)]
+    yield (9,), lambda: [occupancy.slot_occupancy(quick)]
 
 
 def table(results: list[common.Row]) -> str:

@@ -1,10 +1,12 @@
 """`make gpu-check`: on a machine with NVIDIA GPUs, check pinning and measure GPU utilisation.
 
-Runs a short sweep with one worker per GPU, then one with two per GPU, while nvidia-smi samples
-utilisation every 0.5 s. Checks that every trial ran with CUDA_VISIBLE_DEVICES naming exactly one
-GPU and that its worker's Keras backend saw exactly one GPU; that every GPU got trials; and
-records utilisation per GPU. Writes benchmarks/results/gpu-check-<time>.json; exit 1 if a check
-fails, 2 if there is no GPU. Works with KERAS_BACKEND=jax (or torch) where TensorFlow is absent.
+Runs a short sweep with one worker per GPU, then two, then four (packed workers each get their
+share of the GPU's memory), while nvidia-smi samples utilisation every 0.5 s. Checks that every
+trial ran with CUDA_VISIBLE_DEVICES naming exactly one GPU and that its worker's Keras backend saw
+exactly one GPU; that every GPU got trials; records utilisation per GPU; and measures trials per
+hour at each packing, saying which was fastest. Writes benchmarks/results/gpu-check-<time>.json;
+exit 1 if a check fails, 2 if there is no GPU. Works with KERAS_BACKEND=jax (or torch) where
+TensorFlow is absent.
 
     python -m benchmarks.gpu_check [--space cnn_lr] [--trials-per-gpu 4]
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 from benchmarks import common
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PACKINGS = (1, 2, 4)  # workers per GPU
 
 
 def sample_utilisation(path: Path) -> subprocess.Popen:
@@ -83,7 +86,7 @@ def main(argv=None) -> int:
         return 2
     work = common.workdir("gpu")
     report = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "gpus": gpus, "runs": []}
-    for per_gpu in (1, 2):
+    for per_gpu in PACKINGS:
         url = f"sqlite:///{work / f'gpu-{per_gpu}.db'}"
         util_path = work / f"util-{per_gpu}.csv"
         sampler = sample_utilisation(util_path)
@@ -96,15 +99,25 @@ def main(argv=None) -> int:
         sampler.terminate()
         sampler.wait()
         run = {"workers_per_gpu": per_gpu, "wall_s": round(wall, 1),
+               "trials_per_hour": None,
                "exit_code": results[0].returncode, "output_tail": results[0].stdout[-2000:],
                "utilisation": summarise_utilisation(util_path)}
         if results[0].returncode == 0:
             run.update(check_trials(url, "gpu", gpus, per_gpu))
+            run["trials_per_hour"] = round(run["trials"] / wall * 3600, 1)
         else:
             run["problems"] = [f"sweep exited {results[0].returncode}"]
         report["runs"].append(run)
-        print(f"{per_gpu} worker(s) per GPU: {run.get('trials', 0)} trials in {wall:.0f}s; "
-              f"utilisation {run['utilisation']}; problems: {run['problems'] or 'none'}", flush=True)
+        print(f"{per_gpu} worker(s) per GPU: {run.get('trials', 0)} trials in {wall:.0f}s "
+              f"({run['trials_per_hour']} per hour); utilisation {run['utilisation']}; "
+              f"problems: {run['problems'] or 'none'}", flush=True)
+    measured = [r for r in report["runs"] if r["trials_per_hour"]]
+    if measured:
+        fastest = max(measured, key=lambda r: r["trials_per_hour"])
+        report["fastest_workers_per_gpu"] = fastest["workers_per_gpu"]
+        print(f"fastest: {fastest['workers_per_gpu']} worker(s) per GPU, "
+              f"{fastest['trials_per_hour']} trials per hour (make sweep WORKERS_PER_GPU="
+              f"{fastest['workers_per_gpu']})")
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"gpu-check-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(report, indent=1))

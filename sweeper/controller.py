@@ -22,6 +22,8 @@ from sweeper.artifacts import ARTIFACT_DIR_ENV, artifact_dir
 from sweeper.errors import StorageError
 from sweeper.gpus import Slot, gpu_names, threads_per_worker
 from sweeper.host_workers import ran_here_and_gone, wait_for_leftovers
+from sweeper.occupancy import describe as describe_use
+from sweeper.occupancy import runs_of, slot_use
 from sweeper.paths import check_study_name, private_folder, study_folder
 from sweeper.pool import WorkerPool, worker_command, worker_env
 from sweeper.progress import ProgressView, Snapshot, summary_lines
@@ -218,7 +220,7 @@ class Controller:
                     self.say("time limit reached")
                 return True
         self._upkeep(counts, now)
-        self.progress.show(Snapshot.of(self.study, counts))
+        self.progress.show(Snapshot.of(self.study, counts, self.space.max_epochs))
         return False
 
     def _upkeep(self, counts: TrialCounts, now: float) -> None:
@@ -281,8 +283,15 @@ class Controller:
 
         counts = study_counts(self.study)
         write_note(self.study, self.space)
-        self.progress.show(Snapshot.of(self.study, counts), final=True)
-        done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        self.progress.show(Snapshot.of(self.study, counts, self.space.max_epochs), final=True)
+        trials = self.study.get_trials(deepcopy=False)
+        done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        now = time.time()
+        this_run = [r for r in runs_of(trials, now) if r.start >= self.started]
+        if this_run:  # how busy each slot was over the sweep's wall time
+            self.say(f"\nslots over this run's {now - self.started:.0f}s:")
+            for line in describe_use(slot_use(this_run, start=self.started, end=now)):
+                self.say(line)
         where = sqlite_path(self.storage_url) or mask_url(self.storage_url)
         for line in summary_lines(best_first(done, self.space.direction)[:5], str(where),
                                   self.space.name, self.study_name):

@@ -16,10 +16,17 @@ from sweeper.errors import GpuError
 
 @dataclass(frozen=True)
 class Slot:
-    """One worker process: its id and what CUDA_VISIBLE_DEVICES it gets ('' = CPU only)."""
+    """One worker process: its id, what CUDA_VISIBLE_DEVICES it gets ('' = CPU only) and, where
+    several workers share a GPU, its share of that GPU's memory in MiB."""
 
     worker_id: int
     cuda_visible_devices: str
+    memory_mb: int | None = None
+    memory_fraction: float | None = None  # the same share, as JAX takes it
+
+
+# What packed workers may use of a GPU between them: the CUDA context of each takes some too.
+SHARED_GPU_USABLE = 0.9
 
 
 def parse_gpu_list(text: str, source: str = "--gpus") -> list[str]:
@@ -67,12 +74,23 @@ def default_cpu_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-def make_slots(gpus: list[str], per_gpu: int = 1, cpu_workers: int | None = None) -> list[Slot]:
-    """One slot per GPU x per_gpu; with no GPU, `cpu_workers` CPU-only slots."""
+def make_slots(gpus: list[str], per_gpu: int = 1, cpu_workers: int | None = None,
+               memory_mb: dict[str, int] | None = None) -> list[Slot]:
+    """One slot per GPU x per_gpu; with no GPU, `cpu_workers` CPU-only slots. Workers packed
+    on one GPU each get an equal share of its memory (`memory_mb`: total MiB per GPU), so none
+    can push the others out of memory."""
     if per_gpu < 1:
         raise GpuError(f"--workers-per-gpu: must be at least 1, got {per_gpu}")
     if gpus:
-        return [Slot(i, gpu) for i, gpu in enumerate(g for g in gpus for _ in range(per_gpu))]
+        memory_mb = memory_mb or {}
+
+        def share(gpu: str) -> int | None:
+            total = memory_mb.get(gpu)
+            return int(total * SHARED_GPU_USABLE / per_gpu) if per_gpu > 1 and total else None
+
+        fraction = round(SHARED_GPU_USABLE / per_gpu, 3) if per_gpu > 1 else None
+        return [Slot(i, gpu, share(gpu), fraction)
+                for i, gpu in enumerate(g for g in gpus for _ in range(per_gpu))]
     count = default_cpu_workers() if cpu_workers is None else cpu_workers
     if count < 1:
         raise GpuError(f"--workers: must be at least 1, got {count}")
@@ -82,6 +100,25 @@ def make_slots(gpus: list[str], per_gpu: int = 1, cpu_workers: int | None = None
 def threads_per_worker(n_workers: int) -> int:
     """CPU threads each worker's TensorFlow may use, so workers don't fight over cores."""
     return max(1, (os.cpu_count() or 1) // max(1, n_workers))
+
+
+def gpu_memory_mb(timeout: float = 10.0) -> dict[str, int]:
+    """{index: total MiB} from nvidia-smi, empty where there is none."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return {}
+    try:
+        result = subprocess.run([exe, "--query-gpu=index,memory.total",
+                                 "--format=csv,noheader,nounits"],
+                                capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    totals = {}
+    for line in result.stdout.splitlines():
+        index, _, total = (part.strip() for part in line.partition(","))
+        if index.isdigit() and total.split(",")[0].strip().isdigit():
+            totals[index] = int(total.split(",")[0])
+    return totals
 
 
 def gpu_names(timeout: float = 10.0) -> dict[str, str]:

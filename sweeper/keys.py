@@ -73,3 +73,23 @@ def storage_of(study):
 def rdb_of(storage):
     """The RDBStorage itself, also when Optuna wraps it in its cache."""
     return getattr(storage, "_backend", storage)
+
+
+def set_user_attrs(trial, attrs: dict) -> None:
+    """Several attributes of a running trial in one transaction: Optuna's API writes each in a
+    transaction of its own, and a trial sets a dozen (measured: ~1.5 ms each on SQLite)."""
+    from optuna.storages import RDBStorage
+
+    rdb = rdb_of(trial.storage)
+    if not isinstance(rdb, RDBStorage):
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(rdb.scoped_session, True) as session:
+        for key, value in attrs.items():
+            rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel,
+                                               trial._trial_id, key, value)
+

@@ -6,6 +6,11 @@ before TensorFlow loads, so it sees its own GPU only; the store URL travels in t
 work is left, replaces one that asks for it (recycling) or dies, stops the sweep when one keeps
 crashing or reports a user error, warns all of them before a time limit, and stops them in order.
 
+A worker close to its replacement asks for its successor, which the pool starts at once: it warms
+up beside the current worker and takes the slot the moment it is free (sweeper.handover), so a
+replacement leaves no idle gap, and a crash of the current worker none either when a successor is
+already warm.
+
 The pool knows processes, not trials: when a worker dies, `close_trials` (the controller's) fails
 and requeues what it was running. Processes come from `spawn` (subprocess.Popen), which the tests
 replace with fakes.
@@ -24,7 +29,9 @@ from pathlib import Path
 
 from sweeper.errors import SweeperError, SweepFailed
 from sweeper.gpus import Slot
+from sweeper.handover import SLOT_LOCK_ENV, clear_markers, lock_path, successor_marker, successor_wanted
 from sweeper.lifeline import CONTROLLER_ENV
+from sweeper.pipeline.backend import GPU_MEMORY_ENV
 from sweeper.storage.url import STORAGE_ENV
 from sweeper.worker import EXIT_DONE, EXIT_RECYCLE
 
@@ -37,7 +44,9 @@ USER_ERROR_EXIT = 2  # the worker met bad data or model code: restarting cannot 
 @dataclass
 class Worker:
     slot: Slot
-    process: subprocess.Popen | None = None
+    lock: Path  # the slot: only the worker holding it trains (sweeper.handover)
+    process: subprocess.Popen | None = None  # the worker of the slot
+    successor: subprocess.Popen | None = None  # the next one, warming up or waiting
     log_path: Path | None = None
     crashes: list[float] = field(default_factory=list)
     done: bool = False  # left because no work was left for it
@@ -49,7 +58,10 @@ class WorkerPool:
                  say: Callable[[str], None], spawn=subprocess.Popen, clock=time.time):
         """`command` starts one worker (the same for every slot); `env` is the environment
         every worker gets, before its slot's own variables."""
-        self.workers = [Worker(slot) for slot in slots]
+        self.workers = [Worker(slot, lock_path(log_dir, slot.worker_id, os.getpid()))
+                        for slot in slots]
+        for worker in self.workers:
+            clear_markers(worker.lock)
         self.command = command
         self.env = env
         self.log_dir = log_dir
@@ -59,29 +71,39 @@ class WorkerPool:
         self.clock = clock
 
     def alive(self) -> list[Worker]:
-        """Workers with a process (running, or exited and not yet judged)."""
-        return [w for w in self.workers if w.process is not None]
+        """Slots with a process (running, or exited and not yet judged)."""
+        return [w for w in self.workers if w.process is not None or w.successor is not None]
 
-    def _running(self) -> list[tuple[Worker, subprocess.Popen]]:
-        return [(w, w.process) for w in self.workers
-                if w.process is not None and w.process.poll() is None]
+    def _running(self) -> list[subprocess.Popen]:
+        processes = [p for w in self.workers for p in (w.process, w.successor) if p is not None]
+        return [p for p in processes if p.poll() is None]
 
     def tend(self, accepting: bool, work_left: bool) -> None:
-        """Judges the workers that exited, and starts a worker in every idle slot while the
-        sweep accepts new trials, unless that slot's worker left for lack of work and none is
-        left (a retry queued since counts as work)."""
+        """Judges the workers that exited; a warm successor takes its slot. While the sweep
+        accepts new trials, starts a worker in every idle slot (unless it left for lack of work
+        and none is left: a retry queued since counts as work) and the successors asked for."""
         for worker in self.workers:
-            if worker.process is not None:
-                code = worker.process.poll()
-                if code is None:
-                    continue
+            if worker.process is not None and (code := worker.process.poll()) is not None:
                 self._exited(worker, worker.process.pid, code)
-            if accepting and (work_left or not worker.done):
-                self._start(worker)
+                worker.process = None
+            if worker.successor is not None and (code := worker.successor.poll()) is not None:
+                self._exited(worker, worker.successor.pid, code)
+                worker.successor = None
+            if worker.process is None and worker.successor is not None:
+                worker.process, worker.successor = worker.successor, None
+                worker.done = False
+            if not accepting:
+                continue
+            if worker.process is None:
+                if work_left or not worker.done:
+                    successor_marker(worker.lock).unlink(missing_ok=True)  # an old request
+                    worker.process = self._start(worker)
+            elif worker.successor is None and work_left and successor_wanted(worker.lock):
+                worker.successor = self._start(worker)
 
     def drain(self) -> None:
         """Slurm's warning before the time limit: workers finish their trial, start no other."""
-        for _, process in self._running():
+        for process in self._running():
             process.send_signal(signal.SIGUSR1)
 
     def stop(self, wait_first: bool = False) -> None:
@@ -89,8 +111,8 @@ class WorkerPool:
         then close any trial a killed worker left RUNNING. With wait_first, give workers that
         are leaving anyway (the sweep is over) the grace period first."""
         if wait_first:
-            self._wait([p for _, p in self._running()], STOP_GRACE_S)
-        running = [p for _, p in self._running()]
+            self._wait(self._running(), STOP_GRACE_S)
+        running = self._running()
         for process in running:
             process.send_signal(signal.SIGTERM)
         killed = []
@@ -99,7 +121,8 @@ class WorkerPool:
             process.wait()
             killed.append(process.pid)
         for worker in self.workers:
-            worker.process = None
+            worker.process = worker.successor = None
+            clear_markers(worker.lock)
         if killed:
             self.close_trials(killed, "interrupted: the worker was killed")
 
@@ -115,7 +138,6 @@ class WorkerPool:
         return left
 
     def _exited(self, worker: Worker, pid: int, code: int) -> None:
-        worker.process = None
         if code == EXIT_DONE:
             worker.done = True
         elif code != EXIT_RECYCLE:
@@ -136,18 +158,23 @@ class WorkerPool:
                 f"worker {worker.slot.worker_id} crashed {len(worker.crashes)} times in "
                 f"{CRASH_WINDOW_S // 60} minutes; last: {last} (see {worker.log_path})")
 
-    def _start(self, worker: Worker) -> None:
+    def _start(self, worker: Worker) -> subprocess.Popen:
         slot = worker.slot
         env = {**self.env,
                "CUDA_VISIBLE_DEVICES": slot.cuda_visible_devices,  # set before TF is imported
-               "SWEEPER_WORKER_ID": str(slot.worker_id)}
+               "SWEEPER_WORKER_ID": str(slot.worker_id),
+               SLOT_LOCK_ENV: str(worker.lock)}
+        if slot.memory_mb:  # a worker packed with others on its GPU: its share of the memory
+            env[GPU_MEMORY_ENV] = str(slot.memory_mb)
+        if slot.memory_fraction:
+            env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = str(slot.memory_fraction)
         worker.log_path = self.log_dir / f"worker-{slot.worker_id}.log"
+        worker.done = False
         with open(worker.log_path, "ab") as log_file:
             # Own process group: the terminal's Ctrl-C reaches the controller, which stops
             # workers in order instead of all at once mid-write.
-            worker.process = self.spawn(self.command, env=env, stdout=log_file,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-        worker.done = False
+            return self.spawn(self.command, env=env, stdout=log_file,
+                              stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def worker_command(study_name: str, heartbeat_s: int, recycle_after: int, threads: int,

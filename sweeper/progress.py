@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from sweeper import keys
+from sweeper.occupancy import slot_hours
 from sweeper.storage.counts import TrialCounts
 from sweeper.text import clock, short
 
@@ -33,20 +34,22 @@ class Snapshot:
     counts: TrialCounts
     best: tuple[float, int] | None = None  # (value, trial number)
     running: tuple[RunningTrial, ...] = ()
+    slot_hours: tuple[float, float] = (0.0, 0.0)  # used, saved by pruning
 
     @classmethod
-    def of(cls, study, counts: TrialCounts) -> Snapshot:
+    def of(cls, study, counts: TrialCounts, max_epochs: int) -> Snapshot:
         import optuna
 
         try:
             best: tuple[float, int] | None = (study.best_trial.value, study.best_trial.number)
         except ValueError:  # no completed trial yet
             best = None
-        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        trials = study.get_trials(deepcopy=False)  # finished ones come from Optuna's cache
+        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
         rows = sorted((RunningTrial(str(t.user_attrs.get(keys.WORKER, "?")), t.number,
                                     len(t.intermediate_values)) for t in running),
                       key=lambda r: r.worker)
-        return cls(counts, best, tuple(rows))
+        return cls(counts, best, tuple(rows), slot_hours(trials, max_epochs, time.time()))
 
 
 def time_left(elapsed: float, done_now: int, remaining: int,
@@ -112,7 +115,9 @@ class ProgressView:
         counts = snapshot.counts
         best = (f" | best F1 {snapshot.best[0]:.4f} (trial {snapshot.best[1]})"
                 if snapshot.best else "")
-        return f"{counts.describe()} | running {counts.running}{best}{self._eta(counts)}"
+        used, saved = snapshot.slot_hours
+        cost = f" | {used:.2f} slot-h, pruning saved {saved:.2f}" if used else ""
+        return f"{counts.describe()} | running {counts.running}{best}{self._eta(counts)}{cost}"
 
     def line(self, snapshot: Snapshot) -> str:
         states = " ".join(f"w{r.worker}:t{r.number}@e{r.epochs}" for r in snapshot.running)

@@ -15,6 +15,8 @@ import yaml
 
 from sweeper import keys
 from sweeper.errors import StorageError, SweeperError
+from sweeper.occupancy import describe as describe_use
+from sweeper.occupancy import runs_of, slot_hours, slot_use
 from sweeper.paths import private_folder, study_folder
 from sweeper.storage.counts import study_counts
 from sweeper.storage.rdb import open_storage
@@ -161,6 +163,7 @@ def report(url: str, study_name: str, top: int = 10, out_dir: Path | None = None
               f"{savings.epochs_trained} of {savings.epochs_unpruned} epochs, "
               f"{savings.seconds_trained:.0f}s of {savings.seconds_unpruned:.0f}s of training "
               "(finished trials against all of them trained to max_epochs)"]
+    lines += usage_lines(study, space.max_epochs)
     if weights:
         lines += ["", "hyperparameter importances:"]
         lines += [f"  {name:<20} {value:.3f}" for name, value in weights.items()]
@@ -169,6 +172,26 @@ def report(url: str, study_name: str, top: int = 10, out_dir: Path | None = None
     write_figures(study, folder, "\n".join(lines))
     lines += ["", f"report: {folder / 'report.html'} (and PNG plots beside it)"]
     return "\n".join(lines), folder
+
+
+def usage_lines(study, max_epochs: int) -> list[str]:
+    """Slot-hours used and saved by pruning, and how busy each slot was in the last run."""
+    import datetime
+
+    trials = study.get_trials(deepcopy=False)
+    now = time.time()
+    used, saved = slot_hours(trials, max_epochs, now)
+    lines = ["", f"slot-hours: {used:.2f} used, {saved:.2f} saved by pruning"]
+    try:  # the last run began when its controller recorded it
+        since = datetime.datetime.strptime(study.user_attrs[keys.STARTED],
+                                           "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except (KeyError, ValueError):
+        since = 0.0
+    uses = slot_use([r for r in runs_of(trials, now) if r.start >= since])
+    if uses:
+        lines += ["slots in the last run (each from its first trial to its last):",
+                  *describe_use(uses)]
+    return lines
 
 
 FIGURES = ("optimization_history", "intermediate_values", "parallel_coordinate",

@@ -19,16 +19,18 @@ import gc
 import os
 import signal
 import socket
+import statistics
 import threading
 import time
 import warnings
 
 from sweeper import defaults, keys
 from sweeper.errors import StorageError
+from sweeper.handover import SlotLock, time_to_ask
 from sweeper.lifeline import watch_controller
 from sweeper.retries import fail_and_requeue, queue_retry
 from sweeper.space import parse_space
-from sweeper.storage.counts import count_trials
+from sweeper.storage.counts import count_trials, recent_trial_seconds
 from sweeper.storage.errors import (
     describe_store_error,
     store_errors,
@@ -88,6 +90,7 @@ def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = Non
                budget: int | None = None, deadline: float | None = None,
                recycle_after: int = defaults.RECYCLE_AFTER, max_memory_mb: float | None = None,
                heartbeat_s: int = defaults.HEARTBEAT_S, threads: int | None = None) -> int:
+    started = time.monotonic()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -105,8 +108,10 @@ def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = Non
     from sweeper.pipeline.backend import configure_backend, visible_accelerators
 
     configure_backend(threads)
+    from sweeper.pipeline.data import load_dataset
     from sweeper.pipeline.objective import make_objective
 
+    load_dataset(space.config["dataset"], space.config["preprocess"])  # mapped from the cache
     # Everything loaded so far (TensorFlow, Keras, Optuna) lives as long as the process: move it
     # out of the collector's sight, so the collection after each trial scans only what the
     # trial made (a full collection here costs ~0.25 s per trial, after this ~0 s).
@@ -116,11 +121,33 @@ def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = Non
     attrs = {keys.WORKER: worker_id, keys.HOST: socket.gethostname(), keys.PID: os.getpid(),
              keys.CUDA_VISIBLE_DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES", ""),
              keys.DEVICES: visible_accelerators()}
+    objective = make_objective(space, attrs, STOP.is_set)
+    startup_s = time.monotonic() - started
     log(f"worker {worker_id} on {attrs[keys.HOST]} (pid {attrs[keys.PID]}, CUDA_VISIBLE_DEVICES="
         f"{attrs[keys.CUDA_VISIBLE_DEVICES]!r}) joined study {study_name} in "
-        f"{mask_url(storage_url)}")
-    return run_trials(study, make_objective(space, attrs, STOP.is_set), budget, deadline=deadline,
-                      recycle_after=recycle_after, max_memory_mb=max_memory_mb)
+        f"{mask_url(storage_url)}, ready after {startup_s:.1f}s")
+    slot = SlotLock.from_env()
+    if slot is not None and not _take_slot(slot):
+        return EXIT_INTERRUPTED
+    try:
+        return run_trials(study, objective, budget, deadline=deadline,
+                          recycle_after=recycle_after, max_memory_mb=max_memory_mb, slot=slot,
+                          startup_s=startup_s)
+    finally:
+        if slot is not None:
+            slot.release()  # its successor trains now, while this process winds down
+
+
+def _take_slot(slot: SlotLock) -> bool:
+    """Waits, warm, until the worker before this one lets go of the slot."""
+    waiting = time.monotonic()
+    if not slot.take(STOP):
+        log(f"stopped ({_why_stopped[0]}) while waiting for its slot")
+        return False
+    waited = time.monotonic() - waiting
+    if waited > 0.1:
+        log(f"took its slot after waiting {waited:.1f}s for the worker before it")
+    return True
 
 
 def open_study(storage_url: str, study_name: str, worker_id: str,
@@ -146,19 +173,21 @@ def open_study(storage_url: str, study_name: str, worker_id: str,
 
 
 def run_trials(study, objective, budget: int | None, *, deadline: float | None = None,
-               recycle_after: int | None = None, max_memory_mb: float | None = None) -> int:
+               recycle_after: int | None = None, max_memory_mb: float | None = None,
+               slot: SlotLock | None = None, startup_s: float = 0.0) -> int:
     """Run trials of `study` one at a time while the shared budget has room. Returns an exit code.
 
     Any objective works here (the tests use ones without TensorFlow)."""
     return TrialLoop(study, objective, budget, deadline=deadline, recycle_after=recycle_after,
-                     max_memory_mb=max_memory_mb).run()
+                     max_memory_mb=max_memory_mb, slot=slot, startup_s=startup_s).run()
 
 
 class TrialLoop:
     """The worker's loop: claim a slot of the budget, run a trial, act on its outcome."""
 
     def __init__(self, study, objective, budget: int | None, *, deadline: float | None,
-                 recycle_after: int | None, max_memory_mb: float | None):
+                 recycle_after: int | None, max_memory_mb: float | None,
+                 slot: SlotLock | None = None, startup_s: float = 0.0):
         self.study = study
         self.objective = objective
         self.budget = budget
@@ -171,6 +200,9 @@ class TrialLoop:
         self.lock: StoreLock = budget_lock(self.rdb, study.study_name)
         self.ran = 0
         self.failures_in_a_row = 0
+        self.slot = slot  # None: started by hand, no successor to call
+        self.startup_s = startup_s
+        self.trial_seconds: list[float] = []
 
     def run(self) -> int:
         while True:
@@ -211,7 +243,10 @@ class TrialLoop:
         if not free:
             log(f"budget of {self.budget} trials is taken; done after {self.ran} trials")
             return EXIT_DONE
+        self._call_successor_if_due()
+        began = time.monotonic()
         outcome = run_one(self.study, self.objective, self.lock, interrupted_reason)
+        self.trial_seconds.append(time.monotonic() - began)
         if outcome.ending is Ending.INTERRUPTED:
             _close_interrupted(self.study, outcome.trial, interrupted_reason())
             log(f"stopped ({_why_stopped[0]})")
@@ -219,6 +254,19 @@ class TrialLoop:
         if outcome.ending is Ending.STORE_LOST:
             return self._store_lost(outcome)
         return self._finished(outcome.finished)
+
+    def _call_successor_if_due(self) -> None:
+        """Asks for the next worker of this slot early enough for it to be warm in time."""
+        if self.slot is None or self.slot.asked:
+            return
+        left = self.recycle_after - self.ran if self.recycle_after else None
+        # Before its own first trial, the pace of the study's last trials says it.
+        seconds = self.trial_seconds or recent_trial_seconds(self.rdb, self.study_id)
+        pace = statistics.median(seconds) if seconds else None
+        max_mb = None if self.max_memory_mb == float("inf") else self.max_memory_mb
+        if time_to_ask(left, pace, self.startup_s, _memory_mb(), max_mb):
+            log("asking for the next worker of this slot to warm up")
+            self.slot.ask_for_successor()
 
     def _finished(self, trial) -> int | None:
         import optuna
@@ -232,11 +280,23 @@ class TrialLoop:
                 log(f"{self.failures_in_a_row} trials failed in a row; last: "
                     f"{trial.user_attrs.get(keys.FAIL_REASON, '?')}")
                 return EXIT_FAILING
-        if (self.recycle_after and self.ran >= self.recycle_after) or \
-                _memory_mb() > self.max_memory_mb:
-            log(f"recycling after {self.ran} trials ({_memory_mb():.0f} MB resident)")
+        memory = _memory_mb()
+        if memory > self.max_memory_mb or self._due_and_covered():
+            log(f"recycling after {self.ran} trials ({memory:.0f} MB resident)")
             return EXIT_RECYCLE
         return None
+
+    def _due_and_covered(self) -> bool:
+        """Due for replacement, and leaving now leaves no idle slot: the successor asked for is
+        warm (or none was asked for, or it has waited for one long enough)."""
+        if not self.recycle_after or self.ran < self.recycle_after:
+            return False
+        if self.slot is None or not self.slot.asked or self.slot.successor_ready() or \
+                self.ran >= 2 * self.recycle_after:
+            return True
+        if self.ran == self.recycle_after:
+            log("due for replacement; running trials until the next worker is warm")
+        return False
 
     def _store_lost(self, outcome: Outcome) -> int | None:
         """The database went away (restart, network): wait for it, then queue the trial it cut

@@ -87,6 +87,8 @@ FAKE_NVIDIA_SMI = """#!/bin/sh
 count="${FAKE_GPU_COUNT:-2}"
 i=0
 case "$*" in
+  *memory.total*)
+    while [ "$i" -lt "$count" ]; do echo "$i, ${FAKE_GPU_MEMORY:-81559}"; i=$((i+1)); done ;;
   *--query-gpu*)
     while [ "$i" -lt "$count" ]; do echo "$i, Fake GPU $i, GPU-fake-$i"; i=$((i+1)); done ;;
   *-L*)

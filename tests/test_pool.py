@@ -146,3 +146,69 @@ def test_drain_warns_every_live_worker(pool):
     pool.tend(accepting=True, work_left=True)
     pool.drain()
     assert [p.signals for p, _, _ in spawner.started] == [[signal.SIGUSR1], [signal.SIGUSR1]]
+
+
+def _ask_for_successor(pool, slot: int) -> None:
+    """What a worker close to its replacement does (sweeper.handover)."""
+    from sweeper.handover import successor_marker
+
+    successor_marker(pool.workers[slot].lock).touch()
+
+
+def test_a_successor_starts_only_when_asked_and_takes_the_slot_warm(pool):
+    pool, spawner, closed, said = pool
+    pool.tend(accepting=True, work_left=True)
+    pool.tend(accepting=True, work_left=True)
+    assert len(spawner.started) == 2  # no successor without a request: short sweeps stay lean
+    _ask_for_successor(pool, 0)
+    pool.tend(accepting=True, work_left=True)
+    assert len(spawner.started) == 3
+    current, successor = spawner.started[0][0], spawner.started[2][0]
+    envs = [env for _, _, env in spawner.started]
+    assert envs[2]["SWEEPER_SLOT_LOCK"] == envs[0]["SWEEPER_SLOT_LOCK"] != envs[1]["SWEEPER_SLOT_LOCK"]
+    assert envs[2]["CUDA_VISIBLE_DEVICES"] == "0"
+    pool.tend(accepting=True, work_left=True)
+    assert len(spawner.started) == 3  # the request was consumed
+
+    current.code = EXIT_RECYCLE
+    pool.tend(accepting=True, work_left=True)
+    assert pool.workers[0].process is successor and pool.workers[0].successor is None
+    assert len(spawner.started) == 3 and not closed and not said  # nothing new to start
+
+
+def test_a_crash_is_covered_by_a_warm_successor(pool):
+    pool, spawner, closed, said = pool
+    pool.tend(accepting=True, work_left=True)
+    _ask_for_successor(pool, 1)
+    pool.tend(accepting=True, work_left=True)
+    current, successor = spawner.started[1][0], spawner.started[2][0]
+    current.code = -9
+    pool.tend(accepting=True, work_left=True)
+    assert closed == [([current.pid], "the worker died (exit code -9)")]
+    assert pool.workers[1].process is successor and len(spawner.started) == 3
+    assert said[-1].startswith("worker 1 exited with code -9")
+
+
+def test_no_successor_when_no_work_is_left_and_both_are_stopped(pool):
+    pool, spawner, closed, _ = pool
+    pool.tend(accepting=True, work_left=True)
+    _ask_for_successor(pool, 0)
+    pool.tend(accepting=True, work_left=False)
+    assert len(spawner.started) == 2
+    pool.tend(accepting=True, work_left=True)  # the request still stands
+    assert len(spawner.started) == 3
+    pool.stop()
+    assert [p.signals for p, _, _ in spawner.started] == [[signal.SIGTERM]] * 3
+    assert not pool.alive() and not closed
+
+
+def test_a_packed_worker_is_told_its_share_of_the_gpu(tmp_path):
+    spawner = Spawner()
+    slots = [Slot(0, "0", memory_mb=9000, memory_fraction=0.225), Slot(1, "1")]
+    pool = WorkerPool(slots, ["sweeper", "worker"], {}, tmp_path, lambda *a: None, print,
+                      spawn=spawner)
+    pool.tend(accepting=True, work_left=True)
+    packed, alone = (env for _, _, env in spawner.started)
+    assert packed["SWEEPER_GPU_MEMORY_MB"] == "9000"
+    assert packed["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.225"
+    assert "SWEEPER_GPU_MEMORY_MB" not in alone and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in alone

@@ -51,6 +51,8 @@ def test_a_plain_line_says_everything_and_its_eta_respects_the_time_limit():
     assert view.line(SNAPSHOT) == (
         "[00:01:00] 6/10 done (complete 3, pruned 2, failed 1) | running 2 | best F1 0.9123 "
         "(trial 4) | ETA 00:00:40 | w0:t7@e3 w1:t8@e1")
+    costly = Snapshot(SNAPSHOT.counts, SNAPSHOT.best, (), slot_hours=(1.25, 0.5))
+    assert view.line(costly).endswith("| ETA 00:00:40 | 1.25 slot-h, pruning saved 0.50")
     view.deadline = clock.now + 30  # the time limit now comes first
     assert "| ETA 00:00:30 (time limit) |" in view.line(SNAPSHOT)
 
@@ -100,10 +102,11 @@ def test_a_snapshot_of_a_hand_made_store(tmp_path):
     storage.set_trial_user_attr(running._trial_id, "sweeper.worker", "1")
     running.report(0.4, 1)
     running.report(0.5, 2)
-    snapshot = Snapshot.of(study, study_counts(study))
+    snapshot = Snapshot.of(study, study_counts(study), max_epochs=10)
     assert snapshot.best == (0.8, 1)
     assert snapshot.running == (RunningTrial("1", 2, 2),)
     assert (snapshot.counts.complete, snapshot.counts.running) == (2, 1)
+    assert snapshot.slot_hours[0] > 0 and snapshot.slot_hours[1] == 0.0  # nothing pruned
 
 
 def test_the_summary_names_the_best_trials_and_how_to_look_at_them(tmp_path):

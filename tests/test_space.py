@@ -37,8 +37,14 @@ def test_defaults_are_filled_in():
     assert space.config["dataset"]["name"] == "digits"
     assert space.config["objective"] == {"metric": "f1", "average": "macro", "direction": "maximize"}
     assert space.config["sampler"]["name"] == "tpe"
-    assert space.config["pruner"]["name"] == "hyperband"
+    assert space.config["pruner"]["name"] == "successive_halving"
     assert space.config["training"]["max_epochs"] == 20
+    # Its rungs suit the epochs: 2, 6 and 18 of 20, keeping the best third at each.
+    pruner = space.make_pruner()
+    assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
+    assert (pruner._min_resource, pruner._reduction_factor) == (2, 3)
+    short = parse_space(space_text(training={"max_epochs": 4})).make_pruner()
+    assert short._min_resource == 1
 
 
 @pytest.mark.parametrize("spec, distribution", [

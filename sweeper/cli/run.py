@@ -103,13 +103,16 @@ def _worker_command(commands) -> None:
 
 def run_sweep(args) -> int:
     from sweeper.controller import Controller, SweepOptions
-    from sweeper.gpus import discover_gpus, make_slots
+    from sweeper.gpus import discover_gpus, gpu_memory_mb, make_slots
     from sweeper.space import load_space
     from sweeper.storage.url import resolve_storage_url
 
     space = load_space(args.space)  # validated before anything is written
     url = resolve_storage_url(args.storage, space.name)
-    slots = make_slots(discover_gpus(args.gpus), args.workers_per_gpu, args.workers)
+    gpus = discover_gpus(args.gpus)
+    packed = bool(gpus) and args.workers_per_gpu > 1  # each worker gets its share of memory
+    slots = make_slots(gpus, args.workers_per_gpu, args.workers,
+                       memory_mb=gpu_memory_mb() if packed else None)
     # Bad data is a user error like a bad space: found here, before the study is written, and
     # prepared once into the cache that every worker then reads.
     from sweeper.pipeline.data import load_dataset

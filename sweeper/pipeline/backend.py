@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import os
 
+GPU_MEMORY_ENV = "SWEEPER_GPU_MEMORY_MB"  # set when workers share a GPU: this one's share
 
-def configure_backend(threads: int | None) -> None:
-    """Call before the first Keras import: quiet logs, size thread pools, grow GPU memory."""
+
+def configure_backend(threads: int | None, environ=os.environ) -> None:
+    """Call before the first Keras import: quiet logs, size thread pools, and either grow GPU
+    memory as needed or, where workers share the GPU, cap it at this worker's share (TensorFlow:
+    a logical device with a memory limit; JAX reads XLA_PYTHON_CLIENT_MEM_FRACTION itself)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX: grow like TF does
     if threads:
@@ -21,9 +25,13 @@ def configure_backend(threads: int | None) -> None:
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    share = environ.get(GPU_MEMORY_ENV)
     for gpu in tf.config.list_physical_devices("GPU"):
-        # Take GPU memory as needed instead of all of it at start.
-        tf.config.experimental.set_memory_growth(gpu, True)
+        if share:
+            tf.config.set_logical_device_configuration(
+                gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=int(share))])
+        else:  # take GPU memory as needed instead of all of it at start
+            tf.config.experimental.set_memory_growth(gpu, True)
 
 
 def visible_accelerators() -> list[str]:

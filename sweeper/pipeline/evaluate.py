@@ -10,6 +10,8 @@ PREDICT_BATCH = 4096
 
 def predict_classes(model, x: np.ndarray) -> np.ndarray:
     """Class indices for x, in a few large batches (one compiled call each, no per-call setup)."""
+    if len(x) <= PREDICT_BATCH:  # the usual validation split: one call, no slicing
+        return np.asarray(model.predict_on_batch(x)).argmax(axis=-1)
     parts = [np.asarray(model.predict_on_batch(x[i:i + PREDICT_BATCH]))
              for i in range(0, len(x), PREDICT_BATCH)]
     return np.concatenate(parts).argmax(axis=-1)

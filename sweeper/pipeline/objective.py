@@ -40,11 +40,9 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
     seed = config["training"]["seed"] + trial.number
     # Resident memory at the start: what earlier trials in this process left behind.
     rss_mb = round(psutil.Process().memory_info().rss / 2**20, 1)
-    for key, value in {**(worker_attrs or {}), keys.SEED: seed, keys.RSS_MB: rss_mb}.items():
-        trial.set_user_attr(key, value)
-    for key in keys.PER_RUN:  # a retry inherits the failed trial's attributes
-        if key in trial.user_attrs:
-            trial.set_user_attr(key, None)
+    inherited = trial.user_attrs  # a retry inherits the failed trial's attributes
+    keys.set_user_attrs(trial, {**(worker_attrs or {}), keys.SEED: seed, keys.RSS_MB: rss_mb,
+                                **{key: None for key in keys.PER_RUN if key in inherited}})
     params = space.suggest(trial)
     hp = space.hyperparameters(params)
 
@@ -65,31 +63,31 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
                          config["objective"]["average"], should_stop, seed)
     seconds["train"] = time.perf_counter() - started
     seconds.update(reporter.seconds)
-    trial.set_user_attr(keys.EPOCHS_RUN, len(reporter.losses))
-    trial.set_user_attr(keys.LOSS_HISTORY, [round(x, 6) for x in reporter.losses])
+    ran = {keys.EPOCHS_RUN: len(reporter.losses),
+           keys.LOSS_HISTORY: [round(x, 6) for x in reporter.losses]}
     if reporter.stop_reason is not None:
-        trial.set_user_attr(keys.PRUNE_REASON, reporter.stop_reason)
-        _store_seconds(trial, seconds)
+        keys.set_user_attrs(trial, {**ran, keys.PRUNE_REASON: reporter.stop_reason,
+                                    keys.SECONDS: _rounded(seconds)})
         raise optuna.TrialPruned(reporter.stop_reason)
 
     started = time.perf_counter()
     value = reporter.scores[-1]
     test_pred = evaluate.predict_classes(model, data.x_test)
     test = evaluate.test_metrics(data.y_test, test_pred, config["objective"]["average"])
-    for name, metric in test.items():
-        trial.set_user_attr(keys.TEST_PREFIX + name, metric)
     seconds["evaluate"] = time.perf_counter() - started
     if save_artifacts:
         started = time.perf_counter()
         save_trial_artifacts(trial, model, data.y_test, test_pred, data.class_names, value,
                              space.direction)
         seconds["artifacts"] = time.perf_counter() - started
-    _store_seconds(trial, seconds)
+    keys.set_user_attrs(trial, {**ran, **{keys.TEST_PREFIX + name: metric
+                                          for name, metric in test.items()},
+                                keys.SECONDS: _rounded(seconds)})
     return TrialResult(value=value, test=test, model=model, data=data, params=params)
 
 
-def _store_seconds(trial, seconds: dict) -> None:
-    trial.set_user_attr(keys.SECONDS, {k: round(v, 4) for k, v in seconds.items()})
+def _rounded(seconds: dict) -> dict:
+    return {k: round(v, 4) for k, v in seconds.items()}
 
 
 def make_objective(space: SearchSpace, worker_attrs: dict, should_stop=None):

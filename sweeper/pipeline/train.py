@@ -10,6 +10,7 @@ import time
 
 import keras
 import numpy as np
+import optuna
 
 from sweeper.pipeline.evaluate import f1, predict_classes
 
@@ -38,7 +39,11 @@ class EpochReporter(keras.callbacks.Callback):
 
     def __init__(self, trial, x_val: np.ndarray, y_val: np.ndarray, average: str):
         super().__init__()
-        self.trial, self.x_val, self.y_val, self.average = trial, x_val, y_val, average
+        # Converted once, not at every epoch's prediction.
+        self.trial, self.x_val = trial, keras.ops.convert_to_tensor(x_val)
+        self.y_val, self.average = y_val, average
+        # Asking a pruner that never prunes would still read the trial back from the store.
+        self.may_prune = not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
         self.losses: list[float] = []
         self.scores: list[float] = []
         self.stop_reason: str | None = None  # set when training was cut short
@@ -64,7 +69,7 @@ class EpochReporter(keras.callbacks.Callback):
         reported = time.perf_counter()
         self.seconds["f1"] += reported - started
         self.trial.report(score, epoch + 1)
-        should_prune = self.trial.should_prune()
+        should_prune = self.may_prune and self.trial.should_prune()
         self.seconds["report"] += time.perf_counter() - reported
         if should_prune:
             self.pruned = True

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sweeper.space.schema import PRUNERS, SAMPLERS, TRAINING_HPARAMS
+from sweeper.space.schema import HALVING, PRUNERS, SAMPLERS, TRAINING_HPARAMS, halving_min_resource
 
 
 @dataclass(frozen=True)
@@ -112,4 +112,8 @@ class SearchSpace:
         pruner = getattr(optuna.pruners, PRUNERS[spec.pop("name")])
         if pruner is optuna.pruners.HyperbandPruner:
             spec.setdefault("max_resource", self.max_epochs)
+        if pruner is optuna.pruners.SuccessiveHalvingPruner:
+            spec.setdefault("reduction_factor", HALVING)
+            spec.setdefault("min_resource",
+                            halving_min_resource(self.max_epochs, spec["reduction_factor"]))
         return pruner(**spec)

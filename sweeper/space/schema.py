@@ -124,6 +124,19 @@ SAMPLER_ARGS: dict[str, dict[str, type]] = {
     "qmc": {"seed": int, "qmc_type": str, "scramble": bool},
     "grid": {"seed": int},
 }
+# Successive halving keeps the best third of the trials at each of three rungs (min_resource,
+# 3x, 9x epochs), the top rung at max_epochs: measured on digits over 3 seeds (make bench,
+# row 7), it trains two thirds fewer epochs than no pruning for a best F1 as good. Hyperband
+# saved 40%: of its three brackets, one never prunes.
+DEFAULT_PRUNER = "successive_halving"
+HALVING = 3  # successive halving's reduction factor when a space gives none
+
+
+def halving_min_resource(max_epochs: int, reduction_factor: int = HALVING) -> int:
+    """The first rung of successive halving: three rungs up to max_epochs."""
+    return max(1, round(max_epochs / reduction_factor ** 2))
+
+
 # The Optuna classes behind the names.
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler",
             "qmc": "QMCSampler", "grid": "GridSampler"}

@@ -13,6 +13,7 @@ from sweeper.space.schema import (
     AVERAGE_CHOICES,
     BUILTIN_DATASETS,
     BUILTIN_MODELS,
+    DEFAULT_PRUNER,
     DEFAULTS,
     IMAGE_DATASETS,
     MODEL_HPARAMS,
@@ -162,7 +163,7 @@ class Validator(ParamChecks):
         return self.algorithm(raw, "sampler", SAMPLER_ARGS, "tpe")
 
     def pruner(self, raw, max_epochs: int) -> dict:
-        pruner = self.algorithm(raw, "pruner", PRUNER_ARGS, "hyperband")
+        pruner = self.algorithm(raw, "pruner", PRUNER_ARGS, DEFAULT_PRUNER)
         for k, low in PRUNER_MINIMUM.items():
             if k in pruner:
                 if pruner[k] < low:

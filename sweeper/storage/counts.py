@@ -3,6 +3,7 @@ answers 'is a slot free?' from the same numbers."""
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -64,6 +65,26 @@ def count_trials(storage, study_id: int) -> TrialCounts:
         complete=states.get("COMPLETE", 0), pruned=states.get("PRUNED", 0),
         failed=states.get("FAIL", 0), running=states.get("RUNNING", 0),
         waiting=states.get("WAITING", 0), retries=retries)
+
+
+_RECENT = text(
+    "SELECT datetime_start, datetime_complete FROM trials WHERE study_id = :study_id "
+    "AND state IN ('COMPLETE', 'PRUNED') AND datetime_complete IS NOT NULL "
+    "ORDER BY trial_id DESC LIMIT :n")
+
+
+def recent_trial_seconds(storage, study_id: int, n: int = 10) -> list[float]:
+    """How long the last `n` finished trials of the study took, newest first."""
+    with keys.rdb_of(storage).engine.connect() as conn:
+        rows = list(conn.execute(_RECENT, {"study_id": study_id, "n": n}))
+        conn.rollback()
+    return [(_when(end) - _when(start)).total_seconds() for start, end in rows]
+
+
+def _when(stored) -> datetime.datetime:
+    """A datetime as read from the table (SQLite gives text)."""
+    return stored if isinstance(stored, datetime.datetime) else \
+        datetime.datetime.fromisoformat(str(stored))
 
 
 def state_name(stored) -> str:

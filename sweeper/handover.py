@@ -1,0 +1,124 @@
+"""A slot passes from one worker process to the next without an idle gap and without overlap.
+
+A worker is replaced every N trials (TensorFlow keeps memory across trials), past its memory cap,
+or after a crash. A fresh process needs seconds before it can train (TensorFlow's import, the
+store, the data, the backend); on a fast GPU that would leave the slot idle for several trials'
+worth of time at every replacement. So the next worker is started early and warms up while the
+current one trains, then waits. It takes the slot the moment the current one lets go.
+
+- The slot is a file lock (flock) beside the logs: a worker trains only while it holds it, so two
+  workers never train on one slot, whatever the controller does; the kernel drops it if the
+  holder dies. The waiting worker takes it within POLL_S of its release.
+- The current worker asks for its successor by creating a marker file when it is close enough to
+  its replacement: when its remaining trials would take less than twice its own start-up time (the
+  pace of the study's last trials tells it before its own first one), or its memory is near its
+  cap. The controller's pool starts the successor when it sees the marker. So a short sweep, which
+  never reaches a replacement, starts no extra process.
+- A warm successor says so with another marker. A worker due for replacement whose successor is
+  not warm yet (a start-up is slower on a busy machine) runs another trial instead of leaving its
+  slot idle, up to twice its trial count; past its memory cap it leaves anyway.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import os
+import threading
+from pathlib import Path
+from typing import IO
+
+SLOT_LOCK_ENV = "SWEEPER_SLOT_LOCK"
+POLL_S = 0.01  # how soon a waiting successor notices the slot is free
+MEMORY_WARNING = 0.9  # of the memory cap: past it, the next trial may well be the last
+
+
+def lock_path(folder: Path, worker_id: int, owner: int) -> Path:
+    """A slot of one controller (`owner`, its pid): the controllers of a Slurm array on one node
+    share a log folder and each numbers its slots from 0, on GPUs of their own."""
+    return folder / f"slot-{worker_id}.{owner}.lock"
+
+
+def successor_marker(lock: Path) -> Path:
+    return Path(f"{lock}.next")
+
+
+def ready_marker(lock: Path) -> Path:
+    return Path(f"{lock}.ready")
+
+
+def clear_markers(lock: Path) -> None:
+    """The slot's lock file and markers, once no worker uses them (or left by an earlier run)."""
+    for path in (successor_marker(lock), ready_marker(lock), lock):
+        path.unlink(missing_ok=True)
+
+
+def successor_wanted(lock: Path) -> bool:
+    """Whether the slot's worker asked for its successor (the marker is consumed)."""
+    marker = successor_marker(lock)
+    try:
+        marker.unlink()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+class SlotLock:
+    """This worker's hold on its slot."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file: IO[str] | None = None
+        self.asked = False
+
+    @classmethod
+    def from_env(cls, environ=os.environ) -> SlotLock | None:
+        path = environ.get(SLOT_LOCK_ENV)
+        return cls(Path(path)) if path else None
+
+    def take(self, stop: threading.Event) -> bool:
+        """Waits for the slot, saying that it is warm; False if asked to stop first."""
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            ready_marker(self.path).touch()
+            while True:
+                if stop.wait(POLL_S):
+                    handle.close()
+                    return False
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    continue
+        ready_marker(self.path).unlink(missing_ok=True)
+        self._file = handle
+        return True
+
+    def successor_ready(self) -> bool:
+        return ready_marker(self.path).exists()
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing drops the flock: the successor trains now
+            self._file = None
+
+    def ask_for_successor(self) -> None:
+        if not self.asked:
+            successor_marker(self.path).touch()
+            self.asked = True
+
+
+def time_to_ask(trials_left: int | None, trial_s: float | None, startup_s: float,
+                memory_mb: float, max_memory_mb: float | None) -> bool:
+    """Whether the successor should start warming up now: the trials left before replacement
+    take less than twice a start-up (a start-up under load is slower than ours was), or memory
+    is near its cap. Without a measured trial yet, only if the trials left are very few."""
+    if max_memory_mb and memory_mb >= MEMORY_WARNING * max_memory_mb:
+        return True
+    if trials_left is None:
+        return False
+    if trial_s is None:
+        return trials_left <= 1
+    return trials_left <= math.ceil(2 * startup_s / max(trial_s, 0.01)) + 1
