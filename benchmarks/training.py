@@ -126,4 +126,4 @@ def trial_overhead(trials: list[dict]) -> Row:
                f"training {medians.get('epochs (training)', 0):.2f}s per trial",
                f"{med / max(medians.get('epochs (training)', 1e-9), 1e-9):.1%} of training; top: "
                + ", ".join(f"{k} {v:.3f}s" for v, k in biggest),
-               "median <= 0.3 s", med <= 0.3, {"median_parts_s": medians, "trials": len(totals)})
+               "median <= 0.15 s", med <= 0.15, {"median_parts_s": medians, "trials": len(totals)})

@@ -15,6 +15,7 @@ returned: the worker stops with it.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,10 +34,24 @@ class Ending(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Finished:
+    """What the loop needs of a finished trial, known without reading it back from the store."""
+
+    number: int
+    state: str  # COMPLETE, PRUNED or FAIL, as Optuna told it
+    value: float | None = None
+    reason: str | None = None  # why it was pruned or failed
+
+    def describe(self) -> str:
+        detail = self.reason or (f"F1 {self.value:.4f}" if self.value is not None else "")
+        return f"trial {self.number} {self.state}: {detail}"
+
+
+@dataclass(frozen=True)
 class Outcome:
     ending: Ending
     trial: Any = None  # the optuna.Trial as it ran; None when none was created
-    finished: Any = None  # FINISHED: the FrozenTrial as Optuna told it
+    finished: Finished | None = None  # FINISHED: how it ended
     store_error: BaseException | None = None  # STORE_LOST: the store's own error
 
 
@@ -53,14 +68,16 @@ class _Attempt:
         self.lock = lock
         self.interrupted_reason = interrupted_reason
         self.trial: Any = None
-        self.finished: Any = None
+        self.finished: Finished | None = None
         self.user_error: SweeperError | None = None
 
     def run(self, trial):
+        import optuna
+
         self.lock.release()  # the trial exists now: other workers count it
         self.trial = trial
         try:
-            return self.objective(trial)
+            value = self.objective(trial)
         except SweeperError as e:
             self.user_error = e
             raise
@@ -69,9 +86,34 @@ class _Attempt:
             raise
         except store_errors() as e:
             raise _StoreLost() from e
+        except optuna.TrialPruned as e:
+            self.finished = Finished(trial.number, "PRUNED", reason=str(e) or None)
+            raise
+        except Exception as e:
+            self.finished = Finished(trial.number, "FAIL", reason=_failure_reason(trial, e))
+            raise
+        self.finished = _returned(trial.number, value)
+        return value
 
-    def told(self, study, frozen) -> None:
-        self.finished = frozen
+
+def _returned(number: int, value) -> Finished:
+    """How Optuna tells a trial whose objective returned `value`: not a number, or NaN, fails it."""
+    try:
+        number_ = float(value)
+    except (TypeError, ValueError):
+        return Finished(number, "FAIL", reason=f"the objective returned {value!r}, not a number")
+    if math.isnan(number_):
+        return Finished(number, "FAIL", reason="the objective returned NaN")
+    return Finished(number, "COMPLETE", value=number_)
+
+
+def _failure_reason(trial, error: Exception) -> str:
+    """The reason the objective stored on the trial (sweeper.failed_reason), else the error."""
+    try:
+        stored = trial.user_attrs.get(keys.FAIL_REASON)
+    except store_errors():
+        stored = None
+    return stored or f"{type(error).__name__}: {error}"
 
 
 def run_one(study, objective, lock: StoreLock, interrupted_reason: Callable[[], str]) -> Outcome:
@@ -80,8 +122,9 @@ def run_one(study, objective, lock: StoreLock, interrupted_reason: Callable[[], 
     attempt = _Attempt(objective, lock, interrupted_reason)
     try:
         # No gc_after_trial: a full collection costs tens of ms, and the Keras objective
-        # already collects in keras.backend.clear_session().
-        study.optimize(attempt.run, n_trials=1, catch=(Exception,), callbacks=[attempt.told])
+        # already collects in keras.backend.clear_session(). No callbacks: Optuna would read the
+        # finished trial back from the store for them; the attempt knows how it ended.
+        study.optimize(attempt.run, n_trials=1, catch=(Exception,))
     except (_StoreLost, AssertionError, *store_errors()) as e:
         # Optuna hides a store error behind its own AssertionError when it cannot write a
         # trial's result; an AssertionError with no store error behind it is a bug.

@@ -41,7 +41,7 @@ from sweeper.storage.errors import (
 from sweeper.storage.locks import StoreLock, budget_lock
 from sweeper.storage.rdb import open_storage
 from sweeper.storage.url import mask_url
-from sweeper.trial_run import Ending, Outcome, run_one
+from sweeper.trial_run import Ending, Finished, Outcome, run_one
 
 EXIT_DONE, EXIT_RECYCLE, EXIT_FAILING, EXIT_INTERRUPTED = 0, 3, 1, 130
 # Below this many free slots, workers take the budget lock before starting a trial, so racing
@@ -166,7 +166,9 @@ def open_study(storage_url: str, study_name: str, worker_id: str,
     space = parse_space(summary.user_attrs[keys.SPACE_YAML], source=f"study {study_name}")
     base_seed = space.config["sampler"].get("seed")
     if base_seed is not None:  # distinct streams per worker, or parallel workers propose twins
-        space.config["sampler"]["seed"] = base_seed + 1000 * _number(worker_id) + len(summary.trials)
+        # Counted, not loaded: a worker of a study with thousands of trials starts as fast.
+        trials = count_trials(storage, keys.study_id(summary)).all
+        space.config["sampler"]["seed"] = base_seed + 1000 * _number(worker_id) + trials
     study = optuna.load_study(study_name=study_name, storage=storage,
                               sampler=space.make_sampler(), pruner=space.make_pruner())
     return study, space, summary.user_attrs.get(keys.BUDGET)
@@ -268,17 +270,14 @@ class TrialLoop:
             log("asking for the next worker of this slot to warm up")
             self.slot.ask_for_successor()
 
-    def _finished(self, trial) -> int | None:
-        import optuna
-
+    def _finished(self, trial: Finished | None) -> int | None:
         self.ran += 1
         if trial is not None:
-            log(_describe(trial))
-            failed = trial.state == optuna.trial.TrialState.FAIL
+            log(trial.describe())
+            failed = trial.state == "FAIL"
             self.failures_in_a_row = self.failures_in_a_row + 1 if failed else 0
             if self.failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
-                log(f"{self.failures_in_a_row} trials failed in a row; last: "
-                    f"{trial.user_attrs.get(keys.FAIL_REASON, '?')}")
+                log(f"{self.failures_in_a_row} trials failed in a row; last: {trial.reason or '?'}")
                 return EXIT_FAILING
         memory = _memory_mb()
         if memory > self.max_memory_mb or self._due_and_covered():
@@ -361,12 +360,6 @@ def _close_interrupted(study, trial, reason: str) -> None:
         fail_and_requeue(study, storage, trial_id, reason)
     elif state == optuna.trial.TrialState.FAIL:  # Optuna failed it on the way out
         queue_retry(study, storage, trial_id)
-
-
-def _describe(trial) -> str:
-    reason = trial.user_attrs.get(keys.PRUNE_REASON) or trial.user_attrs.get(keys.FAIL_REASON)
-    detail = reason or (f"F1 {trial.value:.4f}" if trial.value is not None else "")
-    return f"trial {trial.number} {trial.state.name}: {detail}"
 
 
 def _number(worker_id: str) -> int:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 
 from sweeper import keys
+from sweeper.storage import sqlite
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,11 @@ class TrialCounts:
     def claimed(self) -> int:
         """Budget slots taken: every trial except the failed ones that a retry replaced."""
         return self.complete + self.pruned + self.failed + self.running + self.waiting - self.retries
+
+    @property
+    def all(self) -> int:
+        """Every trial of the study, whatever its state."""
+        return self.complete + self.pruned + self.failed + self.running + self.waiting
 
     @property
     def finished(self) -> int:
@@ -46,25 +52,23 @@ class TrialCounts:
                 f"{self.failed_for_good}")
 
 
-# Optuna's own tables, read directly: loading every trial through the API to count them would
-# cost each worker a full study download per trial.
-_STATE_COUNTS = text(
-    "SELECT state, COUNT(*) FROM trials WHERE study_id = :study_id GROUP BY state")
-_RETRY_COUNT = text(
-    "SELECT COUNT(*) FROM trial_system_attributes a JOIN trials t ON a.trial_id = t.trial_id "
-    f"WHERE t.study_id = :study_id AND a.key = '{keys.FAILED_TRIAL}'")
+# Optuna's own tables, read directly, in one statement: loading every trial through the API to
+# count them would cost each worker a full study download per trial.
+_STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+_COUNTS = text(
+    "SELECT " + ", ".join(f"COUNT(CASE WHEN state = '{state}' THEN 1 END)" for state in _STATES)
+    + ", (SELECT COUNT(*) FROM trial_system_attributes a JOIN trials t ON a.trial_id = t.trial_id"
+    f" WHERE t.study_id = :study_id AND a.key = '{keys.FAILED_TRIAL}')"
+    " FROM trials WHERE study_id = :study_id")
 
 
 def count_trials(storage, study_id: int) -> TrialCounts:
-    with keys.rdb_of(storage).engine.connect() as conn:
-        states = {state_name(state): n
-                  for state, n in conn.execute(_STATE_COUNTS, {"study_id": study_id})}
-        retries = conn.execute(_RETRY_COUNT, {"study_id": study_id}).scalar_one()
+    with sqlite.reading(), keys.rdb_of(storage).engine.connect() as conn:
+        complete, pruned, failed, running, waiting, retries = conn.execute(
+            _COUNTS, {"study_id": study_id}).one()
         conn.rollback()
-    return TrialCounts(
-        complete=states.get("COMPLETE", 0), pruned=states.get("PRUNED", 0),
-        failed=states.get("FAIL", 0), running=states.get("RUNNING", 0),
-        waiting=states.get("WAITING", 0), retries=retries)
+    return TrialCounts(complete=complete, pruned=pruned, failed=failed, running=running,
+                       waiting=waiting, retries=retries)
 
 
 _RECENT = text(
@@ -75,7 +79,7 @@ _RECENT = text(
 
 def recent_trial_seconds(storage, study_id: int, n: int = 10) -> list[float]:
     """How long the last `n` finished trials of the study took, newest first."""
-    with keys.rdb_of(storage).engine.connect() as conn:
+    with sqlite.reading(), keys.rdb_of(storage).engine.connect() as conn:
         rows = list(conn.execute(_RECENT, {"study_id": study_id, "n": n}))
         conn.rollback()
     return [(_when(end) - _when(start)).total_seconds() for start, end in rows]

@@ -9,6 +9,7 @@ store cannot be written. A store of an older Optuna is refused before anything i
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import shlex
 import sqlite3
@@ -147,8 +148,7 @@ def _create_rdb_storage(url: str, kwargs: dict, attempts: int = 5, serialize: bo
     for attempt in range(attempts):
         try:
             with file_lock(_init_lock(path)) if path else contextlib.nullcontext():
-                return optuna.storages.RDBStorage(
-                    url, engine_kwargs=engine_kwargs(url, read_only), **kwargs)
+                return _storage_class()(url, engine_kwargs=engine_kwargs(url, read_only), **kwargs)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
                 sqlalchemy.exc.ProgrammingError) as e:
             text_ = str(e).lower()
@@ -157,6 +157,52 @@ def _create_rdb_storage(url: str, kwargs: dict, attempts: int = 5, serialize: bo
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+# RDBStorage's methods that only read. On SQLite their transactions take no write lock; none of
+# them runs inside a writing method's transaction.
+_READING_METHODS = (
+    "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
+    "get_study_user_attrs", "get_study_system_attrs", "get_all_studies", "get_trial",
+    "get_all_trials", "_get_trials", "get_trial_param", "get_trial_user_attrs",
+    "get_trial_system_attrs", "get_trial_id_from_study_id_trial_number", "get_best_trial",
+    "_get_best_trial_id", "_get_stale_trial_ids")
+# Optuna looks for stale trials before every trial; a trial goes stale only after 3 heartbeat
+# intervals, so looking more often than every quarter interval finds nothing new.
+STALE_CHECKS_PER_INTERVAL = 4
+
+
+@functools.cache
+def _storage_class():
+    """Optuna's RDBStorage with two changes for many workers: its reading methods are marked as
+    such (sweeper.storage.sqlite), and each process looks for stale trials at most
+    STALE_CHECKS_PER_INTERVAL times per heartbeat interval. Made on first use, as Optuna is
+    imported only then."""
+    import optuna
+
+    def reading(method):
+        @functools.wraps(method)
+        def read(self, *args, **kwargs):
+            with sqlite.reading():
+                return method(self, *args, **kwargs)
+        return read
+
+    methods = {name: reading(getattr(optuna.storages.RDBStorage, name))
+               for name in _READING_METHODS if hasattr(optuna.storages.RDBStorage, name)}
+    find_stale = methods["_get_stale_trial_ids"]
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        checked = self.__dict__.setdefault("_sweeper_stale_checked", {})
+        now = time.monotonic()
+        if now - checked.get(study_id, -float("inf")) < \
+                self.heartbeat_interval / STALE_CHECKS_PER_INTERVAL:
+            return []
+        checked[study_id] = now
+        return find_stale(self, study_id)
+
+    methods["_get_stale_trial_ids"] = _get_stale_trial_ids
+    return type("SweeperRDBStorage", (optuna.storages.RDBStorage,),
+                {**methods, "__module__": __name__})
 
 
 def _server_has_optuna_tables(url: str) -> bool:

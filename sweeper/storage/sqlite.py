@@ -1,9 +1,11 @@
 """SQLite tuned for many worker processes on one machine, and read where it cannot be written.
 
 - WAL mode (set when the file is created) lets readers go on while one process writes.
-- Every transaction takes the write lock at BEGIN (BEGIN IMMEDIATE): a deferred transaction that
-  reads, then writes fails at once with 'database is locked' when another process wrote in
-  between, which no busy timeout can help.
+- Every transaction that may write takes the write lock at BEGIN (BEGIN IMMEDIATE): a deferred
+  transaction that reads, then writes fails at once with 'database is locked' when another
+  process wrote in between, which no busy timeout can help. Transactions known to only read
+  (inside `reading()`) begin deferred and take no lock: in WAL mode they never wait for a writer,
+  and writers never wait for them.
 - Writers queue on a kernel file lock beside the store instead of SQLite's busy handler, which
   polls: a writer that finds the store locked sleeps 1, 2, 5 ... up to 100 ms before trying again,
   so with many workers most of their time goes to sleeping on a lock freed long ago. A blocked
@@ -13,9 +15,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
+import threading
 import urllib.parse
 from pathlib import Path
 
@@ -90,8 +94,27 @@ def read_only_connector(path: Path):
     return lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
 
 
+_read_only = threading.local()
+
+
+@contextlib.contextmanager
+def reading():
+    """Transactions begun inside (in this thread) only read: they begin deferred, outside the
+    write queue."""
+    depth = getattr(_read_only, "depth", 0)
+    _read_only.depth = depth + 1
+    try:
+        yield
+    finally:
+        _read_only.depth = depth
+
+
 def begin_immediate(conn) -> None:
-    """SQLAlchemy's 'begin' event: take the write lock at BEGIN, in the queue."""
+    """SQLAlchemy's 'begin' event: take the write lock at BEGIN, in the queue, unless the
+    transaction only reads."""
+    if getattr(_read_only, "depth", 0):
+        conn.exec_driver_sql("BEGIN")
+        return
     raw = conn.connection.dbapi_connection
     if isinstance(raw, QueuedConnection):
         raw.begin_immediate()
