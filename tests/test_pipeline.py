@@ -64,7 +64,7 @@ def test_stored_f1_is_scikit_learns_on_the_models_predictions(study, tmp_path):
     assert seconds["epochs"] + seconds["f1"] + seconds["report"] <= seconds["train"] + 1e-3
     assert stored.user_attrs["sweeper.rss_mb"] > 0
     assert stored.user_attrs["sweeper.worker"] == 0
-    assert stored.value > 0.5  # it learned something in 3 epochs
+    assert stored.value > 0.3  # well above chance (0.1) after 3 epochs
 
     # The model kept as an artifact is the one that was scored.
     import keras
