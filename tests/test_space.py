@@ -39,10 +39,10 @@ def test_defaults_are_filled_in():
     assert space.config["sampler"]["name"] == "tpe"
     assert space.config["pruner"]["name"] == "successive_halving"
     assert space.config["training"]["max_epochs"] == 20
-    # Its rungs suit the epochs: 2, 6 and 18 of 20, keeping the best third at each.
+    # Its rungs suit the epochs: 4 and 16 of 20, keeping the best quarter at each.
     pruner = space.make_pruner()
     assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
-    assert (pruner._min_resource, pruner._reduction_factor) == (2, 3)
+    assert (pruner._min_resource, pruner._reduction_factor) == (4, 4)
     short = parse_space(space_text(training={"max_epochs": 4})).make_pruner()
     assert short._min_resource == 1
 

@@ -357,3 +357,51 @@ def test_a_sqlite_sweep_lock_is_held_for_the_life_of_its_process(tmp_path):
     assert lock.acquire(wait=False) and lock.still_held()
     lock.release()
     assert not lock.still_held()
+
+
+def test_a_reading_transaction_never_waits_for_a_sqlite_writer(tmp_path):
+    """While another program holds SQLite's write lock, reading a trial and counting trials
+    answer at once (deferred transactions in WAL mode), and a write waits for the lock."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage = open_storage(url, heartbeat_s=None)
+    study = optuna.create_study(storage=storage, study_name="read")
+    trial = study.ask()
+    trial_id = trial._trial_id
+    writer = sqlite3.connect(tmp_path / "study.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another program's write transaction, left open
+    try:
+        started = time.monotonic()
+        assert storage.get_trial(trial_id).state == optuna.trial.TrialState.RUNNING
+        assert count_trials(storage, study._study_id).running == 1
+        assert time.monotonic() - started < 2  # a locked read would wait out the busy timeout
+        wrote = threading.Event()
+        thread = threading.Thread(
+            target=lambda: (storage.set_trial_user_attr(trial_id, "k", 1), wrote.set()),
+            daemon=True)
+        thread.start()
+        assert not wrote.wait(1.0)  # a write takes the write lock, so it waits
+    finally:
+        writer.rollback()
+        writer.close()
+    assert wrote.wait(30)
+    assert storage.get_trial(trial_id).user_attrs == {"k": 1}
+
+
+def test_stale_trials_are_looked_for_at_most_four_times_per_heartbeat_interval(storage_url):
+    """Optuna looks before every trial; a trial goes stale only after 3 intervals, so each
+    process looks at most every quarter interval, and a stale trial is still found then."""
+    from sqlalchemy import text
+
+    storage = open_storage(storage_url, heartbeat_s=4)
+    study = optuna.create_study(storage=storage, study_name="stale")
+    trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)
+    with storage.engine.begin() as conn:  # its worker stopped beating a minute ago
+        conn.execute(text("UPDATE trial_heartbeats SET heartbeat = :t WHERE trial_id = :id"),
+                     {"t": "2000-01-01 00:00:00", "id": trial._trial_id})
+    assert storage._get_stale_trial_ids(study._study_id) == [trial._trial_id]
+    assert storage._get_stale_trial_ids(study._study_id) == []  # looked just now
+    time.sleep(1.1)  # a quarter of 4 s
+    assert storage._get_stale_trial_ids(study._study_id) == [trial._trial_id]
