@@ -120,7 +120,8 @@ class Controller:
             if self.sweep_lock is not None:
                 self.sweep_lock.release()
             self.progress.close()
-        self._summary()
+        with store_trouble(self.storage_url):  # the note at the end can meet a full disk too
+            self._summary()
         return code
 
     def _set_up(self) -> TrialCounts:
