@@ -115,7 +115,7 @@ def training_input(data, batch_size: int, seed: int = 0) -> dict:
 
         rows = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
         return {"x": rows.shuffle(len(data.x_train), seed=seed, reshuffle_each_iteration=True)
-                .batch(batch_size).prefetch(2)}
+                .batch(batch_size).prefetch(2), "shuffle": False}  # it shuffles itself
     return {"x": data.x_train, "y": data.y_train, "batch_size": batch_size, "shuffle": True}
 
 
