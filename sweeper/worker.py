@@ -262,10 +262,12 @@ class TrialLoop:
         if self.slot is None or self.slot.asked:
             return
         left = self.recycle_after - self.ran if self.recycle_after else None
+        max_mb = None if self.max_memory_mb == float("inf") else self.max_memory_mb
+        if left is None and max_mb is None:  # never replaced: nothing to ask for
+            return
         # Before its own first trial, the pace of the study's last trials says it.
         seconds = self.trial_seconds or recent_trial_seconds(self.rdb, self.study_id)
         pace = statistics.median(seconds) if seconds else None
-        max_mb = None if self.max_memory_mb == float("inf") else self.max_memory_mb
         if time_to_ask(left, pace, self.startup_s, _memory_mb(), max_mb):
             log("asking for the next worker of this slot to warm up")
             self.slot.ask_for_successor()

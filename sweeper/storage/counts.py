@@ -26,7 +26,7 @@ class TrialCounts:
     @property
     def claimed(self) -> int:
         """Budget slots taken: every trial except the failed ones that a retry replaced."""
-        return self.complete + self.pruned + self.failed + self.running + self.waiting - self.retries
+        return self.all - self.retries
 
     @property
     def all(self) -> int:
