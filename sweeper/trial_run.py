@@ -25,6 +25,7 @@ from sweeper.errors import SweeperError
 from sweeper.retries import mark
 from sweeper.storage.errors import store_cause, store_errors
 from sweeper.storage.locks import StoreLock
+from sweeper.storage.rdb import on_next_claim
 
 
 class Ending(enum.Enum):
@@ -118,8 +119,9 @@ def _failure_reason(trial, error: Exception) -> str:
 
 def run_one(study, objective, lock: StoreLock, interrupted_reason: Callable[[], str]) -> Outcome:
     """Runs one trial of `study` with `objective`. `lock` (the budget lock, held when the
-    budget is nearly spent) is released as soon as the trial exists."""
+    budget is nearly spent) is released as soon as the trial exists in the store."""
     attempt = _Attempt(objective, lock, interrupted_reason)
+    on_next_claim(keys.storage_of(study), lock.release)  # other workers count the trial then
     try:
         # No gc_after_trial: a full collection costs tens of ms, and the Keras objective
         # already collects in keras.backend.clear_session(). No callbacks: Optuna would read the

@@ -144,3 +144,33 @@ def test_large_training_splits_stream_from_the_memory_mapped_cache(study, monkey
     steps = -(-len(result.data.x_train) // 64)
     assert len(seen) >= 3 * steps  # every batch of 3 epochs came through the stream
     assert result.value > 0.3  # well above chance (0.1) after 3 epochs
+
+
+def test_what_earlier_trials_leave_is_out_of_the_collectors_sight(study):
+    """TensorFlow keeps every trial's traced graphs (thousands of objects). The worker's loop
+    collects after each trial and freezes what survives, so the objects each later collection
+    scans do not pile up trial after trial (pruned trials included: their exception no longer
+    holds the model then)."""
+    import gc
+
+    from sweeper.pipeline.objective import make_objective
+    from sweeper.worker import TrialLoop
+
+    space = parse_space(SPACE.replace("max_epochs: 3", "max_epochs: 2")
+                        .replace("pruner: none", "pruner: {name: median, n_startup_trials: 1}"))
+    study.pruner = space.make_pruner()
+    objective = make_objective(space, {})
+    tracked = []
+
+    def counting(trial):
+        tracked.append(len(gc.get_objects()))  # what a collection would scan now
+        return objective(trial)
+
+    for params in ([{"learning_rate": 0.01, "optimizer": "adam"}]
+                   + [{"learning_rate": 0.001, "optimizer": "sgd", "momentum": 0.0}] * 4):
+        study.enqueue_trial(params)
+    loop = TrialLoop(study, counting, 5, deadline=None, recycle_after=None, max_memory_mb=None)
+    assert loop.run() == 0
+    assert [t.state.name for t in study.trials].count("PRUNED") >= 1
+    growth = [later - earlier for earlier, later in zip(tracked[1:], tracked[2:])]
+    assert max(growth) < 3000, f"objects scanned by each collection grew by {growth} per trial"

@@ -405,3 +405,124 @@ def test_stale_trials_are_looked_for_at_most_four_times_per_heartbeat_interval(s
     assert storage._get_stale_trial_ids(study._study_id) == []  # looked just now
     time.sleep(1.1)  # a quarter of 4 s
     assert storage._get_stale_trial_ids(study._study_id) == [trial._trial_id]
+
+
+def _statements(storage) -> list[str]:
+    """Every SQL statement the storage's engine sends from now on."""
+    import sqlalchemy
+
+    sent: list[str] = []
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute",
+                            lambda conn, cursor, statement, *rest: sent.append(statement))
+    return sent
+
+
+def test_a_report_is_one_statement_and_keeps_optunas_rules(storage_url):
+    """Reports are made every epoch: one statement each, stored exactly as Optuna stores them
+    (NaN and infinities included); a step written again is overwritten, and a finished trial
+    is refused with Optuna's own error."""
+    storage = open_storage(storage_url, heartbeat_s=None)
+    study = optuna.create_study(storage=storage, study_name="reports")
+    trial = study.ask()
+    sent = _statements(storage)
+    trial.report(0.5, 1)
+    assert len(sent) == 1 and sent[0].lstrip().upper().startswith("INSERT"), sent
+    for step, value in [(2, float("nan")), (3, float("inf")), (4, -float("inf"))]:
+        trial.report(value, step)
+    storage.set_trial_intermediate_value(trial._trial_id, 1, 0.75)  # the storage API overwrites
+    study.tell(trial, 1.0)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_intermediate_value(trial._trial_id, 5, 0.1)
+    stored = optuna.load_study(study_name="reports", storage=storage_url).trials[0]
+    values = stored.intermediate_values
+    assert values[1] == 0.75 and values[3] == float("inf") and values[4] == -float("inf")
+    assert values[2] != values[2] and set(values) == {1, 2, 3, 4}  # NaN; nothing at step 5
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+def test_server_connections_are_pinged_only_after_sitting_idle(kind, monkeypatch):
+    """No round trip is spent checking a connection used a moment ago; one idle past
+    IDLE_PING_S is checked, and a dead one is replaced without the caller seeing an error."""
+    from conftest import _server_database
+
+    from sweeper.storage import server
+
+    url, drop = _server_database(kind)
+    try:
+        storage = open_storage(url, heartbeat_s=None)
+        study = optuna.create_study(storage=storage, study_name="pings")
+        pings = []
+        real_ping = storage.engine.dialect.do_ping
+        monkeypatch.setattr(storage.engine.dialect, "do_ping",
+                            lambda conn: pings.append(conn) or real_ping(conn))
+        for _ in range(5):
+            study.ask()
+        assert pings == [], "connections used a moment ago were pinged"
+        monkeypatch.setattr(server, "IDLE_PING_S", 0.0)  # read at each check: all idle now
+        storage.engine.dispose()
+        storage = open_storage(url, heartbeat_s=None)  # listeners made with the new threshold
+        monkeypatch.setattr(storage.engine.dialect, "do_ping",
+                            lambda conn: pings.append(conn) or real_ping(conn))
+        optuna.load_study(study_name="pings", storage=storage).ask()
+        assert _end_every_session(url) >= 1  # the pooled connection dies, as in a restart
+        time.sleep(0.05)
+        assert len(optuna.load_study(study_name="pings", storage=storage).trials) == 6
+        assert pings, "an idle connection was used without a check"
+    finally:
+        drop()
+
+
+def test_a_trials_first_heartbeat_is_one_statement_and_later_ones_update_it(storage_url):
+    from sqlalchemy import text
+
+    storage = open_storage(storage_url, heartbeat_s=4)
+    study = optuna.create_study(storage=storage, study_name="beats")
+    trial = study.ask()
+    sent = _statements(storage)
+    storage.record_heartbeat(trial._trial_id)
+    assert len(sent) == 1 and sent[0].lstrip().upper().startswith("INSERT"), sent
+    with storage.engine.begin() as conn:
+        conn.execute(text("UPDATE trial_heartbeats SET heartbeat = :t WHERE trial_id = :id"),
+                     {"t": "2000-01-01 00:00:00", "id": trial._trial_id})
+    storage.record_heartbeat(trial._trial_id)  # a later beat: Optuna's own update
+    with storage.engine.connect() as conn:
+        beats = conn.execute(text("SELECT heartbeat FROM trial_heartbeats WHERE trial_id = :id"),
+                             {"id": trial._trial_id}).all()
+    assert len(beats) == 1 and str(beats[0][0]) > "2001", beats  # one row, beaten just now
+    assert storage._get_stale_trial_ids(study._study_id) == []
+
+
+class _RecordingLock:
+    """Stands in for the budget lock, held: records when it was released (later releases are
+    no-ops, as the real lock's are)."""
+
+    def __init__(self, events: list):
+        self.events, self.held = events, True
+
+    def release(self) -> None:
+        if self.held:
+            self.events.append("lock released")
+        self.held = False
+
+
+def test_the_budget_lock_is_released_once_the_trial_exists(tmp_path):
+    """Racing workers near the end of the budget wait for one trial's INSERT, not for the rest
+    of its start (the sampler, reading it back, its first heartbeat): the lock goes as soon as
+    the trial (new, or a waiting retry) is in the store."""
+    from sweeper.trial_run import run_one
+
+    events: list[str] = []
+
+    class RecordingSampler(optuna.samplers.RandomSampler):
+        def before_trial(self, study, trial):  # at ask, before the trial is read back
+            events.append("sampler told")
+            super().before_trial(study, trial)
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_s=5)
+    study = optuna.create_study(storage=storage, study_name="claims", sampler=RecordingSampler())
+    study.enqueue_trial({})  # a waiting trial: taken, not created
+    for _ in range(2):
+        run_one(study, lambda trial: 1.0, _RecordingLock(events), lambda: "interrupted")
+        assert events == ["lock released", "sampler told"], events
+        events.clear()
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]

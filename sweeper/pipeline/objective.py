@@ -102,7 +102,9 @@ def make_objective(space: SearchSpace, worker_attrs: dict, should_stop=None):
             trial.set_user_attr(keys.FAIL_REASON, describe_failure(e))
             raise
         finally:
-            keras.backend.clear_session()
+            # Without collecting: the worker's loop collects once the trial has fully ended
+            # (sweeper.worker), when nothing of it is still referenced.
+            keras.backend.clear_session(free_memory=False)
 
     return objective
 

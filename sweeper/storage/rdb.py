@@ -23,7 +23,7 @@ from sqlalchemy import event
 from sweeper import keys
 from sweeper.errors import StorageError
 from sweeper.paths import private_folder
-from sweeper.storage import sqlite
+from sweeper.storage import server, sqlite
 from sweeper.storage.errors import describe_store_error, store_errors, store_trouble
 from sweeper.storage.locks import file_lock
 from sweeper.storage.url import mask_url, sqlite_path
@@ -56,7 +56,9 @@ def open_storage(url: str, *, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S, cre
                       heartbeat_stale_trial_callback=retry_callback())
     # A read-only opener never creates Optuna's tables in an empty database.
     storage = _open_rdb(url, {**kwargs, "skip_table_creation": not create}, create, read_only)
-    if path is not None and not read_only:
+    if path is None:
+        server.ping_when_idle(storage.engine)
+    elif not read_only:
         event.listen(storage.engine, "begin", sqlite.begin_immediate)
     return storage
 
@@ -67,9 +69,10 @@ def engine_kwargs(url: str, read_only: bool = False) -> dict:
     if path is not None:
         return {"creator": sqlite.read_only_connector(path) if read_only
                 else sqlite.connector(str(path))}
-    # Server stores: check connections before use (servers restart, proxies drop idle ones),
-    # keep each worker's pool small so hundreds of workers stay under max_connections.
-    return {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 4, "pool_recycle": 1800}
+    # Server stores: connections are checked before use only after sitting idle
+    # (sweeper.storage.server; Optuna would ping before every use on MySQL), and each worker's
+    # pool stays small so hundreds of workers stay under max_connections.
+    return {"pool_pre_ping": False, "pool_size": 2, "max_overflow": 4, "pool_recycle": 1800}
 
 
 def retry_callback():
@@ -174,10 +177,14 @@ STALE_CHECKS_PER_INTERVAL = 4
 
 @functools.cache
 def _storage_class():
-    """Optuna's RDBStorage with two changes for many workers: its reading methods are marked as
-    such (sweeper.storage.sqlite), and each process looks for stale trials at most
-    STALE_CHECKS_PER_INTERVAL times per heartbeat interval. Made on first use, as Optuna is
-    imported only then."""
+    """Optuna's RDBStorage with changes for many workers, each keeping Optuna's rules and tables:
+    - its reading methods are marked as such (sweeper.storage.sqlite);
+    - each process looks for stale trials at most STALE_CHECKS_PER_INTERVAL times per heartbeat
+      interval;
+    - a report and a trial's first heartbeat are one statement each, not two or three (on a
+      server every statement is a network round trip);
+    - `on_next_claim` learns when this process's next trial exists.
+    Made on first use, as Optuna is imported only then."""
     import optuna
 
     def reading(method):
@@ -201,8 +208,99 @@ def _storage_class():
         return find_stale(self, study_id)
 
     methods["_get_stale_trial_ids"] = _get_stale_trial_ids
+    report_the_long_way = optuna.storages.RDBStorage.set_trial_intermediate_value
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, value: float) -> None:
+        if not _insert_intermediate_value(self.engine, trial_id, step, value):
+            report_the_long_way(self, trial_id, step, value)
+
+    methods["set_trial_intermediate_value"] = set_trial_intermediate_value
+    create_the_long_way = optuna.storages.RDBStorage._create_new_trial
+    set_state_the_long_way = optuna.storages.RDBStorage.set_trial_state_values
+    beat_the_long_way = optuna.storages.RDBStorage.record_heartbeat
+
+    def _create_new_trial(self, study_id: int, template_trial=None):
+        trial = create_the_long_way(self, study_id, template_trial)
+        _claimed(self)
+        return trial
+
+    def set_trial_state_values(self, trial_id: int, state, values=None) -> bool:
+        changed = set_state_the_long_way(self, trial_id, state, values)
+        if changed and state == optuna.trial.TrialState.RUNNING:  # a waiting trial taken
+            _claimed(self)
+        return changed
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        beaten = self.__dict__.setdefault("_sweeper_beaten", set())
+        if trial_id not in beaten and _insert_first_heartbeat(self.engine, trial_id):
+            beaten.add(trial_id)
+            return
+        beaten.add(trial_id)
+        beat_the_long_way(self, trial_id)
+
+    methods.update(_create_new_trial=_create_new_trial,
+                   set_trial_state_values=set_trial_state_values,
+                   record_heartbeat=record_heartbeat)
     return type("SweeperRDBStorage", (optuna.storages.RDBStorage,),
-                {**methods, "__module__": __name__})
+                {**methods, "__module__": __name__, "_sweeper_claimed": None})
+
+
+def on_next_claim(storage, callback) -> None:
+    """Calls `callback` once, as soon as this process's next trial exists in the store (created,
+    or a waiting one taken), before Optuna samples its parameters: the budget lock is released
+    then, so racing workers wait for one INSERT, not for a whole trial start. A storage that is
+    not sweeper's never calls it (the trial's start releases the lock then)."""
+    rdb = keys.rdb_of(storage)
+    if hasattr(rdb, "_sweeper_claimed"):
+        rdb._sweeper_claimed = callback
+
+
+def _claimed(rdb) -> None:
+    callback, rdb._sweeper_claimed = rdb._sweeper_claimed, None
+    if callback is not None:
+        callback()
+
+
+def _insert_first_heartbeat(engine, trial_id: int) -> bool:
+    """A trial's first heartbeat in one statement (Optuna's looks for an existing one first). False
+    when one exists (Optuna's way updates it)."""
+    from optuna.storages._rdb import models
+
+    beats = models.TrialHeartbeatModel.__table__
+    try:
+        with engine.begin() as conn:
+            conn.execute(beats.insert().values(trial_id=trial_id,
+                                               heartbeat=sqlalchemy.func.current_timestamp()))
+        return True
+    except sqlalchemy.exc.IntegrityError:
+        return False
+
+
+def _insert_intermediate_value(engine, trial_id: int, step: int, value: float) -> bool:
+    """A report in one statement that writes only while the trial is RUNNING. Optuna's own takes
+    three (read the trial, look for the step, insert): a report is made every epoch of every
+    trial, and on a server each statement is a network round trip. False when nothing was
+    written: the trial is finished (Optuna's way then raises its own error) or this step was
+    reported before (Optuna's way overwrites it)."""
+    from optuna.storages._rdb import models
+    from optuna.trial import TrialState
+
+    values = models.TrialIntermediateValueModel.__table__
+    trials = models.TrialModel.__table__
+    stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+    columns = ("trial_id", "step", "intermediate_value", "intermediate_value_type")
+    row = [sqlalchemy.literal(v, values.c[name].type)
+           for name, v in zip(columns, (trial_id, step, stored, kind))]
+    if_running = sqlalchemy.select(*row).where(trials.c.trial_id == trial_id,
+                                               trials.c.state == TrialState.RUNNING)
+    try:
+        with engine.begin() as conn:
+            # Rows counted as they are written: only UPDATE and DELETE keep a count otherwise.
+            written = conn.execute(values.insert().from_select(columns, if_running),
+                                   execution_options={"preserve_rowcount": True}).rowcount
+            return written == 1
+    except sqlalchemy.exc.IntegrityError:
+        return False
 
 
 def _server_has_optuna_tables(url: str) -> bool:
