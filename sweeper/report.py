@@ -42,7 +42,7 @@ def load_existing_study(url: str, study_name: str):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_existing(url)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    names = optuna.get_all_study_names(storage)  # not summaries: they load every trial
     if not names:
         raise StorageError(f"no studies in {mask_url(url)}; run a sweep first")
     if study_name not in names:

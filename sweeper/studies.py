@@ -25,10 +25,11 @@ def prepare_study(space: SearchSpace, storage_url: str, study_name: str, trials:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     check_study_name(study_name)
     storage = open_storage(storage_url)
-    existing = {s.study_name: s for s in optuna.get_all_study_summaries(
-        storage, include_best_trial=False)}
+    # Names only: summaries would load every trial of every study in a shared store.
+    existing = set(optuna.get_all_study_names(storage))
     if study_name in existing:
-        stored = existing[study_name].user_attrs.get(keys.SPACE_HASH)
+        stored = storage.get_study_user_attrs(
+            storage.get_study_id_from_name(study_name)).get(keys.SPACE_HASH)
         if stored is None:
             raise StorageError(f"study '{study_name}' in {mask_url(storage_url)} was not made by "
                                "sweeper; pick another name with --study")
@@ -69,5 +70,4 @@ def free_study_name(base: str, existing) -> str:
 def study_names(storage_url: str) -> list[str]:
     import optuna
 
-    return [s.study_name for s in optuna.get_all_study_summaries(
-        open_storage(storage_url), include_best_trial=False)]
+    return optuna.get_all_study_names(open_storage(storage_url))

@@ -526,3 +526,30 @@ def test_the_budget_lock_is_released_once_the_trial_exists(tmp_path):
         assert events == ["lock released", "sampler told"], events
         events.clear()
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+
+
+def test_starting_a_sweep_reads_no_trials_of_the_studies_in_the_store(storage_url):
+    """A shared server store holds many studies: creating or resuming one reads names and the
+    study's own attributes, never every trial of every study."""
+    import sqlalchemy
+
+    from sweeper.space import parse_space
+    from sweeper.studies import prepare_study
+
+    space = parse_space("dataset: {name: digits}\nmodel: {name: mlp}\npruner: none\nparams:\n"
+                        "  dropout: {type: float, low: 0.0, high: 0.5}\n")
+    _, other = prepare_study(space, storage_url, "other", 5)
+    other.optimize(lambda trial: trial.suggest_float("dropout", 0.0, 0.5), n_trials=5)
+    sent: list[str] = []
+
+    def record(conn, cursor, statement, *rest):
+        sent.append(" ".join(statement.split()))
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", record)
+    try:
+        prepare_study(space, storage_url, "new", 5)  # created
+        prepare_study(space, storage_url, "other", 5, join=True)  # resumed
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", record)
+    read_trials = [s for s in sent if " FROM trials" in s or "FROM trial_" in s]
+    assert read_trials == [], read_trials[:3]
