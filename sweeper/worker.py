@@ -44,7 +44,8 @@ from sweeper.storage.url import mask_url
 from sweeper.trial_run import Ending, Finished, Outcome, run_one
 
 EXIT_DONE, EXIT_RECYCLE, EXIT_FAILING, EXIT_INTERRUPTED = 0, 3, 1, 130
-# Below this many free slots, workers take the budget lock before starting a trial, so racing
+# Below this many free slots (or twice the trials running, when more: a cluster's workers are
+# mostly inside a trial), workers take the budget lock before starting a trial, so racing
 # workers cannot overshoot; above it, no race can reach the end of the budget.
 LOCK_MARGIN = 64
 MAX_FAILURES_IN_A_ROW = 10
@@ -353,7 +354,7 @@ def _slot_free(storage, study_id: int, budget: int | None, lock: StoreLock) -> t
     counts = count_trials(storage, study_id)
     # Waiting retries too: two workers that both saw one would both start, and the one that
     # found it gone would create a new trial past the budget.
-    if budget - counts.claimed <= LOCK_MARGIN:
+    if budget - counts.claimed <= max(LOCK_MARGIN, 2 * counts.running):
         lock.acquire()
         counts = count_trials(storage, study_id)
     return counts.may_start(budget), counts.running > 0

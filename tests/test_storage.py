@@ -553,3 +553,37 @@ def test_starting_a_sweep_reads_no_trials_of_the_studies_in_the_store(storage_ur
         sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", record)
     read_trials = [s for s in sent if " FROM trials" in s or "FROM trial_" in s]
     assert read_trials == [], read_trials[:3]
+
+
+class _CountingLock:
+    def __init__(self):
+        self.taken = 0
+
+    def acquire(self, wait: bool = True) -> bool:
+        self.taken += 1
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+def test_the_budget_lock_covers_more_racing_workers_than_its_fixed_margin(tmp_path):
+    """With 70 trials running (70 workers, more than the fixed margin of 64), 80 free slots are
+    already close enough to the end for a race of them to overshoot: the lock is taken. With 10
+    running, 80 free slots are not."""
+    from sweeper.worker import LOCK_MARGIN, _slot_free
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_s=None)
+    study = optuna.create_study(storage=storage, study_name="wide")
+    for _ in range(70):
+        study.ask()
+    assert LOCK_MARGIN < 80
+    lock = _CountingLock()
+    assert _slot_free(storage, study._study_id, 150, lock) == (True, True)
+    assert lock.taken == 1
+    narrow = optuna.create_study(storage=storage, study_name="narrow")
+    for _ in range(10):
+        narrow.ask()
+    lock = _CountingLock()
+    assert _slot_free(storage, narrow._study_id, 90, lock) == (True, True)
+    assert lock.taken == 0
