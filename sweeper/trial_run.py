@@ -123,9 +123,9 @@ def run_one(study, objective, lock: StoreLock, interrupted_reason: Callable[[], 
     attempt = _Attempt(objective, lock, interrupted_reason)
     on_next_claim(keys.storage_of(study), lock.release)  # other workers count the trial then
     try:
-        # No gc_after_trial: a full collection costs tens of ms, and the Keras objective
-        # already collects in keras.backend.clear_session(). No callbacks: Optuna would read the
-        # finished trial back from the store for them; the attempt knows how it ended.
+        # No gc_after_trial: the worker's loop collects once after each trial, and freezes what
+        # survives (sweeper.worker). No callbacks: Optuna would read the finished trial back
+        # from the store for them; the attempt knows how it ended.
         study.optimize(attempt.run, n_trials=1, catch=(Exception,))
     except (_StoreLost, AssertionError, *store_errors()) as e:
         # Optuna hides a store error behind its own AssertionError when it cannot write a

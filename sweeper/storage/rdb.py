@@ -232,10 +232,10 @@ def _storage_class():
 
     def record_heartbeat(self, trial_id: int) -> None:
         beaten = self.__dict__.setdefault("_sweeper_beaten", set())
-        if trial_id not in beaten and _insert_first_heartbeat(self.engine, trial_id):
+        if trial_id not in beaten:
             beaten.add(trial_id)
-            return
-        beaten.add(trial_id)
+            if _insert_first_heartbeat(self.engine, trial_id):
+                return
         beat_the_long_way(self, trial_id)
 
     methods.update(_create_new_trial=_create_new_trial,
