@@ -3,11 +3,12 @@
 A worker's connection can die while it sits in the pool: the server restarted, a proxy or
 `wait_timeout` closed it. SQLAlchemy's `pool_pre_ping` sends a `SELECT 1` before every use to find
 out, which is one more network round trip per transaction. A trial makes about fifteen
-transactions; with one worker on PostgreSQL, dropping it took sweeper from 0.75x plain
-Optuna's trials/s to 1.0x (plain Optuna pings on MySQL only). Here a connection is pinged only when it has sat unused for IDLE_PING_S; a
-connection used a moment ago is alive. A connection that dies between two close uses fails one
-statement, the pool drops every connection it holds, and the worker's store-lost path runs the
-trial again: the same as a server that goes away mid-statement, which no ping can prevent.
+transactions; with one worker on PostgreSQL, dropping it took sweeper from 0.75x plain Optuna's
+trials/s to 1.0x (plain Optuna pings on MySQL only). Here a connection is pinged only when it has
+sat unused for IDLE_PING_S; a connection used a moment ago is alive. A connection that dies
+between two close uses fails one statement, the pool drops every connection it holds, and the
+worker's store-lost path runs the trial again: the same as a server that goes away
+mid-statement, which no ping can prevent.
 """
 
 from __future__ import annotations
