@@ -78,13 +78,17 @@ class _Kept:
     artifact_id: str
     trial_id: int
 
+    @property
+    def values(self) -> list[float]:  # ranked as trials are (sweeper.trials)
+        return [self.value]
+
 
 def _kept_models(study, direction: str) -> list[_Kept]:
     """The completed trials whose model file is kept, best first."""
     import optuna
 
     evicted = set(study.user_attrs.get(keys.EVICTED_MODELS, []))
-    kept = [_Kept(t.number, t.value, t.user_attrs[keys.MODEL_ARTIFACT], keys.trial_id(t))
+    kept = [_Kept(t.number, t.values[0], t.user_attrs[keys.MODEL_ARTIFACT], keys.trial_id(t))
             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             if t.user_attrs.get(keys.MODEL_ARTIFACT)
             and t.user_attrs[keys.MODEL_ARTIFACT] not in evicted]

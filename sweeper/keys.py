@@ -31,6 +31,7 @@ HOST = "sweeper.host"  # also a study attribute: the machine of the last run
 PID = "sweeper.pid"
 CUDA_VISIBLE_DEVICES = "sweeper.cuda_visible_devices"  # the GPU slot the trial ran on
 DEVICES = "sweeper.devices"  # the GPUs its Keras backend saw
+THREADS = "sweeper.threads"  # TensorFlow's CPU threads: results differ in the last bits with it
 SEED = "sweeper.seed"
 RSS_MB = "sweeper.rss_mb"
 DATA = "sweeper.data"
@@ -43,6 +44,22 @@ REQUEUE = "sweeper.requeue"  # see sweeper.retries
 MODEL_ARTIFACT = "sweeper.model_artifact"
 TEST_PREFIX = "sweeper.test_"  # + f1, precision, recall, accuracy
 TEST_F1 = TEST_PREFIX + "f1"
+# The compress stage (sweeper.pipeline.compress): sizes in bytes of the exported files, latencies
+# in milliseconds (median after warm-up), F1 of each model measured by running that model.
+PARAMS = "sweeper.params"  # weights of the float model
+NONZERO_PARAMS = "sweeper.nonzero_params"  # of them, not zero after weight pruning
+SPARSITY = "sweeper.sparsity"  # zero weights / weights of the pruned kernels
+FLOAT_BYTES = "sweeper.float_bytes"  # the float32 .tflite file
+COMPRESSED_BYTES = "sweeper.compressed_bytes"  # the compressed .tflite file
+COMPRESSED_GZIP_BYTES = "sweeper.compressed_gzip_bytes"  # that file gzipped: pruned zeros pay here
+LATENCY_MS = "sweeper.latency_ms_per_sample"  # compressed model, batch 1
+LATENCY_BATCH_MS = "sweeper.latency_ms_per_batch"  # compressed model, training batch size
+FLOAT_LATENCY_MS = "sweeper.float_latency_ms_per_sample"  # the Keras model on the worker's device
+FLOAT_LATENCY_BATCH_MS = "sweeper.float_latency_ms_per_batch"
+FLOAT_VAL_F1 = "sweeper.float_val_f1"  # before compression (sweeper.test_* are of this model too)
+COMPRESSED_VAL_F1 = "sweeper.compressed_val_f1"
+COMPRESSED_TEST_F1 = "sweeper.compressed_test_f1"
+COMPRESSED_ARTIFACT = "sweeper.compressed_artifact"  # the kept compressed model's artifact id
 
 # A retry inherits its failed trial's user attributes; these describe the failed run only.
 PER_RUN = (FAIL_REASON, PRUNE_REASON)
@@ -93,3 +110,15 @@ def set_user_attrs(trial, attrs: dict) -> None:
             rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel,
                                                trial._trial_id, key, value)
 
+
+
+def record_intermediate_value(trial, step: int, value: float) -> None:
+    """What Trial.report does, which Optuna refuses in a multi-objective study: the value goes to
+    the store and to the trial's own cached copy, which its pruner reads."""
+    trial.storage.set_trial_intermediate_value(trial._trial_id, step, value)
+    trial._cached_frozen_trial.intermediate_values[step] = value
+
+
+def latest_trial(trial):
+    """The FrozenTrial Trial.should_prune gives the pruner (cached values, system attrs live)."""
+    return trial._get_latest_trial()

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from sweeper import keys
+from sweeper.metrics import test_f1
 from sweeper.occupancy import slot_hours
 from sweeper.storage.counts import TrialCounts
 from sweeper.text import clock, short
+from sweeper.trials import best_trial, first_value
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,8 @@ class Snapshot:
     def of(cls, study, counts: TrialCounts, max_epochs: int) -> Snapshot:
         import optuna
 
-        try:
-            best: tuple[float, int] | None = (study.best_trial.value, study.best_trial.number)
-        except ValueError:  # no completed trial yet
-            best = None
+        top = best_trial(study)
+        best = None if top is None else (first_value(top), top.number)
         trials = study.get_trials(deepcopy=False)  # finished ones come from Optuna's cache
         running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
         rows = sorted((RunningTrial(str(t.user_attrs.get(keys.WORKER, "?")), t.number,
@@ -177,8 +177,8 @@ def summary_lines(best_trials: list, where: str, space_name: str, study_name: st
         lines.append("\nbest trials (validation F1, test F1, epochs, params):")
         for t in best_trials:
             params = ", ".join(f"{k}={short(v)}" for k, v in t.params.items())
-            lines.append(f"  #{t.number:<4} {t.value:.4f}  "
-                         f"{t.user_attrs.get(keys.TEST_F1, float('nan')):.4f}"
+            lines.append(f"  #{t.number:<4} {first_value(t):.4f}  "
+                         f"{test_f1(t) or float('nan'):.4f}"
                          f"  {t.user_attrs.get(keys.EPOCHS_RUN, '?'):>3}  {params}")
     target = f"--study {study_name}" if study_name != space_name else ""
     lines.append(f"\nstudy '{study_name}' is in {where}")

@@ -15,6 +15,7 @@ import yaml
 
 from sweeper import keys
 from sweeper.errors import StorageError, SweeperError
+from sweeper.metrics import test_f1 as delivered_test_f1
 from sweeper.occupancy import describe as describe_use
 from sweeper.occupancy import runs_of, slot_hours, slot_use
 from sweeper.paths import private_folder, study_folder
@@ -22,7 +23,7 @@ from sweeper.storage.counts import study_counts
 from sweeper.storage.rdb import open_storage
 from sweeper.storage.url import mask_url
 from sweeper.text import short
-from sweeper.trials import completed
+from sweeper.trials import best_trial, completed, first_value
 
 REPORTS_DIR = Path("storage") / "reports"
 MODELS_DIR = Path("storage") / "models"
@@ -69,10 +70,9 @@ def status_text(url: str) -> str:
     for summary in sorted(summaries, key=lambda s: s.study_name):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         counts = study_counts(study)
-        try:
-            best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
-        except ValueError:
-            best = "no completed trial"
+        top = best_trial(study)
+        best = "no completed trial" if top is None else \
+            f"best {first_value(top):.4f} (trial {top.number})"
         budget = study.user_attrs.get(keys.BUDGET, "?")
         lines.append(f"  {summary.study_name:<24} {counts.finished}/{budget} done: "
                      f"{counts.describe()}, running {counts.running}, waiting "
@@ -128,8 +128,8 @@ def pruning_savings(trials: list, max_epochs: int) -> PruningSavings:
 def importances(study) -> dict[str, float]:
     import optuna
 
-    try:
-        return optuna.importance.get_param_importances(study)
+    try:  # of F1, the first objective, also in a multi-objective study
+        return optuna.importance.get_param_importances(study, target=first_value)
     except (RuntimeError, ValueError, ZeroDivisionError):
         return {}  # too few completed trials, or a single value per param
 
@@ -155,8 +155,8 @@ def report(url: str, study_name: str, top: int = 10, out_dir: Path | None = None
              f"  {'rank':>4} {'trial':>5} {'val F1':>7} {'test F1':>7} {'epochs':>6}  params"]
     for rank, t in enumerate(ranked[:top], 1):
         params = ", ".join(f"{k}={short(v)}" for k, v in t.params.items())
-        test_f1 = t.user_attrs.get(keys.TEST_F1)
-        lines.append(f"  {rank:>4} {t.number:>5} {t.value:>7.4f} "
+        test_f1 = delivered_test_f1(t)
+        lines.append(f"  {rank:>4} {t.number:>5} {first_value(t):>7.4f} "
                      f"{'-' if test_f1 is None else f'{test_f1:.4f}':>7} "
                      f"{t.user_attrs.get(keys.EPOCHS_RUN, '?')!s:>6}  {params}")
     lines += ["", f"pruning saved {savings.epochs_saved_fraction:.0%} of the epochs: trained "
@@ -164,12 +164,14 @@ def report(url: str, study_name: str, top: int = 10, out_dir: Path | None = None
               f"{savings.seconds_trained:.0f}s of {savings.seconds_unpruned:.0f}s of training "
               "(finished trials against all of them trained to max_epochs)"]
     lines += usage_lines(study, space.max_epochs)
+    if space.is_multi_objective:
+        lines += pareto_lines(study, space)
     if weights:
         lines += ["", "hyperparameter importances:"]
         lines += [f"  {name:<20} {value:.3f}" for name, value in weights.items()]
     folder = Path(out_dir or study_folder(REPORTS_DIR, study_name))
     private_folder(folder)
-    write_figures(study, folder, "\n".join(lines))
+    write_figures(study, folder, "\n".join(lines), space)
     lines += ["", f"report: {folder / 'report.html'} (and PNG plots beside it)"]
     return "\n".join(lines), folder
 
@@ -194,11 +196,52 @@ def usage_lines(study, max_epochs: int) -> list[str]:
     return lines
 
 
-FIGURES = ("optimization_history", "intermediate_values", "parallel_coordinate",
+def pareto_lines(study, space) -> list[str]:
+    """The Pareto front as a table: each point's objectives, the compressed model's test F1 and
+    the trained model's validation F1 (what compression cost), its sparsity."""
+    from sweeper.metrics import METRICS, metric_value
+
+    front = sorted(study.best_trials, key=first_value, reverse=True)
+    names = space.objectives
+    lines = ["", f"Pareto front: {len(front)} trials no other trial beats on every objective "
+             f"({', '.join(names)})",
+             f"  {'trial':>5} " + " ".join(f"{name:>10}" for name in names)
+             + f" {'test F1':>8} {'float F1':>8} {'sparsity':>8}"]
+    for t in front:
+        cells = [metric_value(name, t) for name in names]
+        lines.append(f"  {t.number:>5} " + " ".join(f"{v:>10.4g}" if v is not None else
+                                                    f"{'-':>10}" for v in cells)
+                     + f" {_cell(t.user_attrs.get(keys.COMPRESSED_TEST_F1))}"
+                     f" {_cell(t.user_attrs.get(keys.FLOAT_VAL_F1))}"
+                     f" {_cell(t.user_attrs.get(keys.SPARSITY))}")
+    lines.append("  pick one: sweeper best SPACE --pick \"max f1 where "
+                 f"{METRICS[names[1]].name} <= ...\" --export point.yaml")
+    return lines
+
+
+def _cell(value) -> str:
+    return f"{value:>8.4f}" if isinstance(value, (int, float)) else f"{'-':>8}"
+
+
+FIGURES = ("pareto_front", "optimization_history", "intermediate_values", "parallel_coordinate",
            "param_importances", "slice")
+# Figures that plot one value per trial: in a multi-objective study, they plot F1.
+ONE_TARGET = ("optimization_history", "parallel_coordinate", "param_importances", "slice")
 
 
-def write_figures(study, folder: Path, summary: str) -> None:
+def _figure_args(name: str, study, space) -> dict | None:
+    """Keyword arguments of Optuna's plot_NAME for this study, or None to leave it out."""
+    if len(study.directions) == 1:
+        return None if name == "pareto_front" else {}
+    if name == "pareto_front":
+        return {"target_names": study.metric_names,
+                **({"constraints_func": space.constraint_values} if space.constraints else {})}
+    if name in ONE_TARGET:
+        return {"target": first_value, "target_name": study.metric_names[0]}
+    return {}
+
+
+def write_figures(study, folder: Path, summary: str, space) -> None:
     """report.html with Optuna's interactive figures, and one PNG per figure for pasting."""
     import warnings
 
@@ -216,8 +259,11 @@ def write_figures(study, folder: Path, summary: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # matplotlib plots are 'experimental' in Optuna
         for name in FIGURES:
+            args = _figure_args(name, study, space)
+            if args is None:
+                continue
             try:
-                figure = getattr(vis, f"plot_{name}")(study)
+                figure = getattr(vis, f"plot_{name}")(study, **args)
             except (ValueError, RuntimeError, ZeroDivisionError):
                 continue  # e.g. importances need two completed trials
             # The plotly library goes inline once, so the report opens offline.
@@ -225,7 +271,7 @@ def write_figures(study, folder: Path, summary: str) -> None:
             html.append(figure.to_html(full_html=False, include_plotlyjs=first))
             first = False
             try:
-                axes = getattr(vis_png, f"plot_{name}")(study)
+                axes = getattr(vis_png, f"plot_{name}")(study, **args)
                 fig = axes.ravel()[0].figure if hasattr(axes, "ravel") else axes.figure
                 fig.set_size_inches(10, 6)
                 fig.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
@@ -244,25 +290,53 @@ def _escape(text: str) -> str:
 # best and retrain
 
 
-def best_params(url: str, study_name: str) -> dict:
-    """The best trial as a plain mapping (what `best --export` writes and `retrain` reads)."""
+def best_params(url: str, study_name: str, pick: str | None = None) -> dict:
+    """The best trial, or the one `pick` chooses (`max f1 where size_kb <= 64`), as a plain
+    mapping: what `best --export` writes and `retrain` reads."""
+    from sweeper.metrics import METRICS, BoundError, metric_value, parse_pick
     from sweeper.space import parse_space
 
+    try:  # before the store is read: a typo costs nothing
+        chosen = parse_pick(pick) if pick is not None else None
+    except BoundError as e:
+        raise SweeperError(f"--pick: {e}") from None
     _, study = load_existing_study(url, study_name)
-    best = completed(study)[0]
+    ranked = completed(study)
     space = parse_space(study.user_attrs[keys.SPACE_YAML], source=f"study {study_name}")
+    best = ranked[0]
+    if chosen is not None:
+        for name in (chosen.metric, *(b.metric for b in chosen.bounds)):
+            if metric_value(name, best) is None:
+                raise SweeperError(f"--pick: study '{study_name}' has no {name} on its trials "
+                                   f"(it measures: {', '.join(_measured(best, METRICS))}); "
+                                   "pick by one of those")
+        best = chosen.choose(ranked)
+        if best is None:
+            raise SweeperError(f"--pick: no completed trial of '{study_name}' meets "
+                               f"'{chosen}'; loosen the bound (sweeper report shows the "
+                               "Pareto front)")
     return {
         "study": study_name,
         "space": space.name if space.name != "space" else study.user_attrs.get(keys.SPACE_NAME),
         "space_hash": study.user_attrs.get(keys.SPACE_HASH),
         "trial": best.number,
-        "validation_f1": best.value,
-        "test_f1": best.user_attrs.get(keys.TEST_F1),
+        "validation_f1": first_value(best),
+        "test_f1": delivered_test_f1(best),
         "seed": best.user_attrs.get(keys.SEED),
+        "threads": best.user_attrs.get(keys.THREADS),
         "epochs": best.user_attrs.get(keys.EPOCHS_RUN, space.max_epochs),
         "params": dict(best.params),
         "hyperparameters": space.hyperparameters(dict(best.params)),
+        **({"metrics": {name: metric_value(name, best) for name in _measured(best, METRICS)},
+            "compressed_test_f1": best.user_attrs.get(keys.COMPRESSED_TEST_F1)}
+           if space.compress is not None else {}),
     }
+
+
+def _measured(trial, metrics) -> list[str]:
+    from sweeper.metrics import metric_value
+
+    return [name for name in metrics if metric_value(name, trial) is not None]
 
 
 def read_params_file(path: Path) -> dict:
@@ -278,8 +352,13 @@ def read_params_file(path: Path) -> dict:
 
 
 def retrain(url: str, study_name: str, params_file: Path | None = None,
-            out_dir: Path | None = None) -> dict:
-    """Train the best configuration on train+validation, evaluate on test, save model + metrics."""
+            out_dir: Path | None = None, as_trial: bool = False) -> dict:
+    """Train the best (or exported) configuration, evaluate on test, save model + metrics.
+
+    By default it trains on train+validation, for deployment. `as_trial` trains as the sweep's
+    trial did (training split, its seed and schedule), so its figures can be checked against the
+    stored ones. Where the space compresses, the model is also pruned and converted as in the
+    sweep, and the compressed file is written beside the float one."""
     from sweeper.space import parse_space
 
     _, study = load_existing_study(url, study_name)
@@ -288,36 +367,75 @@ def retrain(url: str, study_name: str, params_file: Path | None = None,
 
     from sweeper.pipeline.backend import configure_backend
 
-    configure_backend(None)
+    # As the trial: the same thread count sums in the same order, so the same weights come out.
+    configure_backend(chosen.get("threads") if as_trial else None)
+    import dataclasses
+
     import keras
     import numpy as np
 
-    from sweeper.pipeline import evaluate
+    from sweeper.pipeline import evaluate, train
     from sweeper.pipeline.data import load_dataset
     from sweeper.pipeline.model import build_model
     from sweeper.space.schema import hparam
 
     hp = chosen["hyperparameters"]
     data = load_dataset(space.config["dataset"], space.config["preprocess"])
-    x = np.concatenate([data.x_train, data.x_val])
-    y = np.concatenate([data.y_train, data.y_val])
+    if not as_trial:
+        data = dataclasses.replace(data, x_train=np.concatenate([data.x_train, data.x_val]),
+                                   y_train=np.concatenate([data.y_train, data.y_val]))
     seed = int(chosen.get("seed") or space.config["training"]["seed"])
     epochs = int(chosen.get("epochs") or space.max_epochs)
     batch_size = int(hparam(hp, "batch_size"))
     keras.utils.set_random_seed(seed)
-    model = build_model(space.config["model"], hp, data, -(-len(x) // batch_size), epochs)
+    steps = -(-len(data.x_train) // batch_size)
+    # As the trial did: its learning-rate schedule spans max_epochs.
+    model = build_model(space.config["model"], hp, data, steps,
+                        space.max_epochs if as_trial else epochs)
     started = time.perf_counter()
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True)
+    model.fit(**train.training_input(data, batch_size, seed), epochs=epochs, verbose=0)
+    average = space.config["objective"]["average"]
     metrics = evaluate.test_metrics(data.y_test, evaluate.predict_classes(model, data.x_test),
-                                    space.config["objective"]["average"])
+                                    average)
     folder = Path(out_dir or study_folder(MODELS_DIR, study_name))
     private_folder(folder)
     model_path = folder / f"best_trial_{chosen['trial']}.keras"
-    model.save(model_path)
     result = {"study": study_name, "trial": chosen["trial"], "seed": seed, "epochs": epochs,
-              "train_rows": int(len(x)), "test_rows": int(len(data.y_test)),
+              "trained_on": "training split, as the trial" if as_trial else
+              "training + validation splits",
+              "train_rows": int(len(data.x_train)), "test_rows": int(len(data.y_test)),
               "train_seconds": round(time.perf_counter() - started, 2),
               "test": metrics, "sweep_test_f1": chosen.get("test_f1"),
               "hyperparameters": hp, "model": str(model_path)}
+    if as_trial:
+        result["validation_f1"] = evaluate.f1(data.y_val, evaluate.predict_classes(
+            model, data.x_val), average)
+    if space.compress is not None:
+        result.update(_compress_retrained(model, data, space, hp, chosen, folder, seed,
+                                          batch_size))
+    model.save(model_path)  # after compressing: its weights are pruned where the space prunes
     (folder / "metrics.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
+
+
+def _compress_retrained(model, data, space, hp: dict, chosen: dict, folder: Path, seed: int,
+                        batch_size: int) -> dict:
+    """The compress stage on a retrained model: both .tflite files and their figures."""
+    from sweeper.pipeline import evaluate
+    from sweeper.pipeline.compress import compress
+    from sweeper.pipeline.objective import compress_spec
+
+    average = space.config["objective"]["average"]
+    spec = compress_spec(space.compress, hp)
+    done = compress(model, data, spec, average=average, batch_size=batch_size, seed=seed)
+    trial = chosen["trial"]
+    float_path = folder / f"best_trial_{trial}.float32.tflite"
+    compressed_path = folder / f"best_trial_{trial}.{spec.quantize}.tflite"
+    float_path.write_bytes(done.float_file)
+    compressed_path.write_bytes(done.compressed_file)
+    measured = {name.removeprefix("sweeper."): value for name, value in done.attrs.items()}
+    return {"compressed": {**measured, "quantize": spec.quantize,
+                           "test": evaluate.test_metrics(data.y_test, done.test_pred, average),
+                           "model": str(compressed_path), "float_model": str(float_path)},
+            "sweep_metrics": chosen.get("metrics"),
+            "sweep_compressed_test_f1": chosen.get("compressed_test_f1")}

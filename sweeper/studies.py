@@ -39,14 +39,14 @@ def prepare_study(space: SearchSpace, storage_url: str, study_name: str, trials:
                 f"are not comparable; pass --new-study (make sweep ... NEW=1) to start a fresh "
                 f"study, --study NAME to pick one, or restore the file")
     study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
-                                direction=space.direction)
+                                directions=space.directions)
     if study_name not in existing:
         study.set_user_attr(keys.SPACE_YAML, space.text)
         study.set_user_attr(keys.SPACE_HASH, space.fingerprint)
         study.set_user_attr(keys.SPACE_NAME, space.name)
         study.set_user_attr(keys.CREATED, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    if study.metric_names != [metric_name(space)]:  # the dashboard's label for the values
-        study.set_metric_names([metric_name(space)])
+    if study.metric_names != metric_names(space):  # the dashboard's labels for the values
+        study.set_metric_names(metric_names(space))
     if not (join and keys.BUDGET in study.user_attrs):
         study.set_user_attr(keys.BUDGET, trials)
         study.set_user_attr(keys.KEEP_MODELS, keep_models)
@@ -54,9 +54,17 @@ def prepare_study(space: SearchSpace, storage_url: str, study_name: str, trials:
 
 
 def metric_name(space: SearchSpace) -> str:
-    """What the objective value is, e.g. 'val F1 (macro)'."""
+    """What the (first) objective value is, e.g. 'val F1 (macro)'."""
     objective = space.config["objective"]
     return f"val {objective['metric'].upper()} ({objective['average']})"
+
+
+def metric_names(space: SearchSpace) -> list[str]:
+    """One label per objective, e.g. ['val F1 (macro)', 'size KiB (gzipped)']: optuna-dashboard
+    names the axes of its Pareto-front plot with them."""
+    from sweeper.metrics import METRICS
+
+    return [metric_name(space)] + [METRICS[name].label for name in space.objectives[1:]]
 
 
 def free_study_name(base: str, existing) -> str:

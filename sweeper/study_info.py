@@ -10,9 +10,11 @@ import sys
 import time
 
 from sweeper import keys
+from sweeper.metrics import test_f1 as delivered_test_f1
 from sweeper.storage.counts import study_counts
 from sweeper.storage.url import mask_url
 from sweeper.text import short
+from sweeper.trials import best_trial, first_value
 
 PACKAGES = ("sweeper", "optuna", "optuna-dashboard", "tensorflow", "keras", "numpy", "scikit-learn",
             "sqlalchemy")
@@ -59,13 +61,12 @@ def note_markdown(study, space) -> str:
              f"({counts.describe()}), running {counts.running}",
              f"- last run: `{study.user_attrs.get(keys.COMMAND, '')}` at "
              f"{study.user_attrs.get(keys.STARTED, '?')}"]
-    try:
-        best = study.best_trial
-    except ValueError:
+    best = best_trial(study)
+    if best is None:
         lines.append("- no completed trial yet")
     else:
-        test_f1 = best.user_attrs.get(keys.TEST_F1)
-        lines += [f"- **best: trial {best.number}, validation F1 {best.value:.4f}**"
+        test_f1 = delivered_test_f1(best)
+        lines += [f"- **best: trial {best.number}, validation F1 {first_value(best):.4f}**"
                   + (f", test F1 {test_f1:.4f}" if test_f1 is not None else ""),
                   "", "| param | value |", "|---|---|"]
         lines += [f"| {k} | {short(v)} |" for k, v in best.params.items()]

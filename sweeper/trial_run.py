@@ -40,11 +40,14 @@ class Finished:
 
     number: int
     state: str  # COMPLETE, PRUNED or FAIL, as Optuna told it
-    value: float | None = None
+    value: float | None = None  # the first objective's (F1)
     reason: str | None = None  # why it was pruned or failed
+    others: tuple[float, ...] = ()  # the other objectives' values, in a multi-objective study
 
     def describe(self) -> str:
         detail = self.reason or (f"F1 {self.value:.4f}" if self.value is not None else "")
+        if self.others and not self.reason:
+            detail += " (" + ", ".join(f"{v:.4g}" for v in self.others) + ")"
         return f"trial {self.number} {self.state}: {detail}"
 
 
@@ -98,14 +101,19 @@ class _Attempt:
 
 
 def _returned(number: int, value) -> Finished:
-    """How Optuna tells a trial whose objective returned `value`: not a number, or NaN, fails it."""
-    try:
-        number_ = float(value)
-    except (TypeError, ValueError):
-        return Finished(number, "FAIL", reason=f"the objective returned {value!r}, not a number")
-    if math.isnan(number_):
-        return Finished(number, "FAIL", reason="the objective returned NaN")
-    return Finished(number, "COMPLETE", value=number_)
+    """How Optuna tells a trial whose objective returned `value` (one number, or one per
+    objective): anything not a number, or NaN, fails it."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    numbers = []
+    for v in values:
+        try:
+            numbers.append(float(v))
+        except (TypeError, ValueError):
+            return Finished(number, "FAIL", reason=f"the objective returned {value!r}, not a number")
+    if not numbers or any(math.isnan(v) for v in numbers):
+        shown = "NaN" if len(numbers) == 1 else repr(value)
+        return Finished(number, "FAIL", reason=f"the objective returned {shown}")
+    return Finished(number, "COMPLETE", value=numbers[0], others=tuple(numbers[1:]))
 
 
 def _failure_reason(trial, error: Exception) -> str:

@@ -1,4 +1,7 @@
-"""Finished trials, best first: the one place that knows which way 'better' points."""
+"""Finished trials, best first: the one place that knows which way 'better' points.
+
+'Best' is by the first objective's value (F1), also in a multi-objective study, where the rest of
+the trade-off is the Pareto front's (study.best_trials)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,20 @@ from sweeper.errors import SweeperError
 
 def best_first(trials: list, direction: str) -> list:
     """Trials with a value, best first; `direction` is 'maximize' or 'minimize'."""
-    return sorted(trials, key=lambda t: t.value, reverse=direction == "maximize")
+    return sorted(trials, key=first_value, reverse=direction == "maximize")
+
+
+def first_value(trial) -> float:
+    """The first objective's value (trial.value refuses a multi-objective trial)."""
+    return trial.values[0]
+
+
+def best_trial(study):
+    """The completed trial best by the first objective, or None."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return best_first(trials, direction_of(study))[0] if trials else None
 
 
 def completed(study) -> list:
@@ -24,4 +40,5 @@ def completed(study) -> list:
 def direction_of(study) -> str:
     import optuna
 
-    return "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
+    return "maximize" if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE \
+        else "minimize"

@@ -121,7 +121,7 @@ def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = Non
 
     attrs = {keys.WORKER: worker_id, keys.HOST: socket.gethostname(), keys.PID: os.getpid(),
              keys.CUDA_VISIBLE_DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-             keys.DEVICES: visible_accelerators()}
+             keys.DEVICES: visible_accelerators(), keys.THREADS: threads or os.cpu_count()}
     objective = make_objective(space, attrs, STOP.is_set)
     startup_s = time.monotonic() - started
     log(f"worker {worker_id} on {attrs[keys.HOST]} (pid {attrs[keys.PID]}, CUDA_VISIBLE_DEVICES="
@@ -170,8 +170,9 @@ def open_study(storage_url: str, study_name: str, worker_id: str,
         # Counted, not loaded: a worker of a study with thousands of trials starts as fast.
         trials = count_trials(storage, keys.study_id(summary)).all
         space.config["sampler"]["seed"] = base_seed + 1000 * _number(worker_id) + trials
-    study = optuna.load_study(study_name=study_name, storage=storage,
-                              sampler=space.make_sampler(), pruner=space.make_pruner())
+    from sweeper.multi_objective import load_prunable_study
+
+    study = load_prunable_study(study_name, storage, space.make_sampler(), space.make_pruner())
     return study, space, summary.user_attrs.get(keys.BUDGET)
 
 

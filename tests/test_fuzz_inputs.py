@@ -26,11 +26,12 @@ from sweeper.cli import build_parser, main
 from sweeper.cli.args import MAX_COUNT, int_between, non_negative_int, parse_duration, positive_int, unix_time
 from sweeper.errors import GpuError, SpaceError
 from sweeper.gpus import parse_gpu_list
+from sweeper.multi_objective import load_prunable_study, report, should_prune
 from sweeper.space import SearchSpace, load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 BASES = [(ROOT / "search_spaces" / f"{name}.yaml").read_text()
-         for name in ("cnn_lr", "mlp_breast_cancer")]
+         for name in ("cnn_lr", "mlp_breast_cancer", "cnn_compress")]
 BASE_DOCS = [yaml.safe_load(text) for text in BASES]
 
 # Examples per test are set below; the whole file takes about 25 s.
@@ -84,6 +85,9 @@ RAW_JUNK = [
     # deep nesting
     "[" * 10000, "{a: " * 500 + "1" + "}" * 500, "[" * 300 + "]" * 300,
     "{a: " * 60 + "1" + "}" * 60,
+    # bounds (constraints) with odd numbers and shapes
+    "'size_kb <= 1e400'", "'latency_ms < -inf'", "'size_kb <= 64 <= 3'", "'f1>=0x10'",
+    "'params > 9" + "9" * 400 + "'", "['size_kb <= 1', 'size_kb <= 1']",
 ]
 
 
@@ -98,7 +102,9 @@ scalars = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max
            | st.integers(min_value=-10**300, max_value=10**300))
 known_keys = st.sampled_from(["description", "dataset", "model", "training", "params", "sampler",
                               "pruner", "objective", "name", "type", "low", "high", "log", "step",
-                              "choices", "when", "seed", "path", "image_size", "classes"])
+                              "choices", "when", "seed", "path", "image_size", "classes",
+                              "objectives", "constraints", "compress", "quantize", "sparsity",
+                              "finetune_epochs", "population_size"])
 nested = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=4)
@@ -187,15 +193,16 @@ space_bytes = (mutated(random_yaml) | mutated(st.sampled_from(BASES)) | junk_in_
 def usable(space: SearchSpace) -> None:
     """A space the loader accepts builds its sampler and pruner and suggests trials."""
     assert space.fingerprint and space.direction in ("maximize", "minimize")
-    study = optuna.create_study(sampler=space.make_sampler(), pruner=space.make_pruner(),
-                                direction=space.direction)
+    storage = optuna.storages.InMemoryStorage()
+    optuna.create_study(storage=storage, study_name="fuzz", directions=space.directions)
+    study = load_prunable_study("fuzz", storage, space.make_sampler(), space.make_pruner())
     for _ in range(2):
         trial = study.ask()
         chosen = space.suggest(trial)
         space.hyperparameters(chosen)
-        trial.report(0.5, 1)
-        trial.should_prune()
-        study.tell(trial, 0.5)
+        report(trial, 0.5, 1)
+        should_prune(trial)
+        study.tell(trial, [0.5] * len(space.directions))
 
 
 def load_or_one_line(path: Path) -> SearchSpace | None:

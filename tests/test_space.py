@@ -25,7 +25,7 @@ def suggest_once(space, sampler=None):
 
 
 def test_shipped_spaces_are_valid(project):
-    for name in ("cnn_lr", "mlp_breast_cancer"):
+    for name in ("cnn_lr", "mlp_breast_cancer", "cnn_compress"):
         space = load_space(name)
         params, _ = suggest_once(space)
         assert "learning_rate" in params
@@ -204,6 +204,54 @@ BAD_SPACES = [
     ("model: {name: cnn}\ndataset: {validation_fraction: 1.5}\n" + LR,
      ["dataset.validation_fraction", "between 0 and 1"]),
     ("model: !!python/object/apply:os.system ['true']\n" + LR, ["invalid YAML"]),
+    # objectives, constraints and the compress stage
+    ("model: {name: cnn}\nobjectives: [f1, size_kb]\n" + LR,
+     ["objectives", "size_kb is measured by the compress stage", "add a compress section"]),
+    ("model: {name: cnn}\ncompress: {}\nobjectives: [size_kb, f1]\n" + LR,
+     ["objectives", "starts with size_kb", "put f1 first"]),
+    ("model: {name: cnn}\ncompress: {}\nobjectives: [f1, weight]\n" + LR,
+     ["objectives", "unknown value 'weight'", "size_kb"]),
+    ("model: {name: cnn}\ncompress: {}\nobjectives: [f1, size_kb, f1]\n" + LR,
+     ["objectives", "twice"]),
+    ("model: {name: cnn}\nobjectives: f1\n" + LR, ["objectives", "non-empty list"]),
+    ("model: {name: cnn}\ncompress: {}\nobjectives: [f1, {size_kb: min}]\n" + LR,
+     ["objectives", "is not a metric name"]),
+    ("model: {name: cnn}\ncompress: {}\nobjectives: [f1, size_kb]\nsampler: cmaes\n" + LR,
+     ["sampler.name", "cmaes cannot weigh several objectives", "nsga2"]),
+    ("model: {name: cnn}\ncompress: {}\nobjectives: [f1, size_kb]\npruner: hyperband\n" + LR,
+     ["pruner.name", "hyperband cannot prune a multi-objective study", "successive_halving"]),
+    ("model: {name: cnn}\ncompress: {}\nobjectives: [f1, latency_ms]\n"
+     "objective: {direction: minimize}\n" + LR, ["objective.direction", "must be maximize"]),
+    ("model: {name: cnn}\ncompress: {}\nconstraints: ['size_kb <= lots']\n" + LR,
+     ["constraints", "'lots'", "not a number"]),
+    ("model: {name: cnn}\ncompress: {}\nconstraints: ['size <= 64']\n" + LR,
+     ["constraints", "'size' is not a metric", "size_kb"]),
+    ("model: {name: cnn}\ncompress: {}\nconstraints: ['size_kb = 64']\n" + LR,
+     ["constraints", "is not a bound", "size_kb <= 64"]),
+    ("model: {name: cnn}\ncompress: {}\nconstraints: ['size_kb <= inf']\n" + LR,
+     ["constraints", "not finite"]),
+    ("model: {name: cnn}\ncompress: {}\nconstraints: ['size_kb <= 64']\nsampler: random\n" + LR,
+     ["sampler.name", "random cannot honour constraints", "tpe, nsga2, nsga3"]),
+    ("model: {name: cnn}\nconstraints: ['latency_ms <= 1']\n" + LR,
+     ["constraints", "latency_ms is measured by the compress stage"]),
+    ("model: {name: cnn}\ncompress: {quantize: int4}\n" + LR,
+     ["compress.quantize", "int4", "int8, none"]),
+    ("model: {name: cnn}\ncompress: {quantise: int8}\n" + LR,
+     ["compress.quantise", "did you mean 'quantize'"]),
+    ("model: {name: cnn}\ncompress: {sparsity: 1.0}\n" + LR, ["compress.sparsity", "[0, 1)"]),
+    ("model: {name: cnn}\ncompress: {finetune_epochs: -1}\n" + LR,
+     ["compress.finetune_epochs", "must be 0 to 1000"]),
+    ("model: {name: cnn}\ncompress: {calibration_samples: 0}\n" + LR,
+     ["compress.calibration_samples", "must be 1 to 100000"]),
+    ("model: {name: cnn}\ncompress: int8\n" + LR, ["compress", "must be a mapping"]),
+    ("model: {name: cnn}\nparams: {sparsity: {type: float, low: 0, high: 0.5}}\n",
+     ["params.sparsity", "has no parameter 'sparsity'"]),
+    ("model: {name: cnn}\ncompress: {}\nparams: {sparsity: {type: float, low: 0, high: 1.0}}\n",
+     ["params.sparsity.high", "[0, 1)"]),
+    ("model: {name: cnn}\nsampler: {name: nsga2, population_size: 1}\n" + LR,
+     ["sampler.population_size", "at least 2"]),
+    ("model: {name: cnn}\nsampler: {name: nsga3, mutation_prob: 1.5}\n" + LR,
+     ["sampler.mutation_prob", "between 0 and 1"]),
 ]
 
 
@@ -262,3 +310,55 @@ def test_defaults_a_space_leaves_out_come_from_the_schema_table():
     assert space.config["training"]["batch_size"] == hparam({}, "batch_size") == 64
     assert hparam({"filters": 8}, "filters", model="cnn") == 8
     assert hparam({}, "filters", model="cnn") == 32 and hparam({}, "units", model="mlp") == 64
+
+
+COMPRESS_SPACE = ("model: {name: cnn}\ncompress: {quantize: int8, sparsity: 0.25}\n"
+                  "objectives: [f1, size_kb, latency_ms]\n"
+                  "constraints: ['size_kb <= 64', 'latency_ms<0.5']\n"
+                  "params:\n  learning_rate: {type: float, low: 0.001, high: 0.01}\n"
+                  "  sparsity: {type: float, low: 0.0, high: 0.8}\n")
+
+
+def test_objectives_constraints_and_compress_settings_are_read():
+    space = parse_space(COMPRESS_SPACE)
+    assert space.objectives == ["f1", "size_kb", "latency_ms"]
+    assert space.directions == ["maximize", "minimize", "minimize"]
+    assert space.is_multi_objective
+    assert space.compress == {"quantize": "int8", "sparsity": 0.25, "finetune_epochs": 2,
+                              "calibration_samples": 200}
+    assert [str(b) for b in space.constraints] == ["size_kb <= 64", "latency_ms < 0.5"]
+    sampler = space.make_sampler()
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+    params, _ = suggest_once(space)
+    assert 0.0 <= space.hyperparameters(params)["sparsity"] <= 0.8
+
+
+def test_a_space_without_the_new_sections_keeps_its_fingerprint():
+    """Stores made before objectives and compress existed must still resume: the defaults of
+    the new sections are not written into the config a fingerprint hashes."""
+    space = parse_space(space_text())
+    assert {"objectives", "constraints", "compress"}.isdisjoint(space.config)
+    assert space.objectives == ["f1"] and space.directions == ["maximize"]
+    assert space.compress is None and space.constraints == []
+    assert parse_space(space_text()).fingerprint == space.fingerprint
+    assert parse_space(COMPRESS_SPACE).fingerprint != space.fingerprint
+
+
+def test_constraint_values_come_from_the_trial_attributes():
+    from types import SimpleNamespace
+
+    from sweeper import keys
+
+    space = parse_space(COMPRESS_SPACE)
+    trial = SimpleNamespace(values=[0.9], user_attrs={keys.COMPRESSED_GZIP_BYTES: 80 * 1024,
+                                                      keys.LATENCY_MS: 0.25})
+    assert space.constraint_values(trial) == [16.0, -0.25]  # size 16 KiB over; latency within
+    pruned = SimpleNamespace(values=None, user_attrs={})
+    assert space.constraint_values(pruned) == [0.0, 0.0]  # never measured: judged by F1 alone
+
+
+@pytest.mark.parametrize("sampler, cls", [
+    ("nsga2", optuna.samplers.NSGAIISampler), ("nsga3", optuna.samplers.NSGAIIISampler)])
+def test_multi_objective_samplers(sampler, cls):
+    text = space_text(sampler={"name": sampler, "seed": 1, "population_size": 4})
+    assert isinstance(parse_space(text).make_sampler(), cls)

@@ -41,10 +41,16 @@ def register(commands) -> None:
     report.add_argument("--out", default=None, help="folder (default storage/reports/STUDY)")
     report.set_defaults(handler=run_report)
 
-    best = command(commands, "best", "the best trial; --export writes it as YAML",
-                   "example:\n  sweeper best cnn_lr --export best.yaml")
+    best = command(commands, "best", "the best trial, or the point --pick chooses; --export "
+                   "writes it as YAML",
+                   "examples:\n  sweeper best cnn_lr --export best.yaml\n"
+                   "  sweeper best cnn_compress --pick \"max f1 where size_kb <= 8\" "
+                   "--export point.yaml")
     _read_args(best)
     best.add_argument("--export", default=None, help="write the best params to this YAML file")
+    best.add_argument("--pick", default=None,
+                      help="choose a trial: 'max|min METRIC [where METRIC <= N [and ...]]'; "
+                           "metrics: f1, size_kb, file_kb, latency_ms, params")
     best.set_defaults(handler=run_best)
 
     retrain = command(
@@ -53,6 +59,10 @@ def register(commands) -> None:
         "best_trial_N.keras + metrics.json\n  sweeper retrain cnn_lr --params best.yaml")
     _read_args(retrain)
     retrain.add_argument("--params", default=None, help="a YAML from 'sweeper best --export'")
+    retrain.add_argument("--as-trial", action="store_true",
+                         help="train on the training split as the trial did (its seed, epochs "
+                              "and schedule), to check its stored figures; default: train on "
+                              "train+validation for deployment")
     retrain.add_argument("--out", default=None, help="folder (default storage/models/STUDY)")
     retrain.set_defaults(handler=run_retrain)
 
@@ -126,9 +136,12 @@ def run_best(args) -> int:
 
     from sweeper.report import best_params
 
-    best = best_params(_read_url(args), args.study or args.space)
-    print(f"best trial {best['trial']}: validation F1 {best['validation_f1']:.4f}"
+    best = best_params(_read_url(args), args.study or args.space, args.pick)
+    print(f"{'picked' if args.pick else 'best'} trial {best['trial']}: validation F1 "
+          f"{best['validation_f1']:.4f}"
           + (f", test F1 {best['test_f1']:.4f}" if best["test_f1"] is not None else ""))
+    for name, value in best.get("metrics", {}).items():
+        print(f"  {name}: {value:.4g}")
     for key, value in best["params"].items():
         print(f"  {key}: {value}")
     if args.export:
@@ -144,10 +157,14 @@ def run_retrain(args) -> int:
 
     result = retrain(_read_url(args), args.study or args.space,
                      Path(args.params) if args.params else None,
-                     Path(args.out) if args.out else None)
+                     Path(args.out) if args.out else None, args.as_trial)
     test = result["test"]
     print(f"trial {result['trial']} retrained on {result['train_rows']} rows for "
           f"{result['epochs']} epochs (seed {result['seed']}): test F1 {test['f1']:.4f}, "
           f"accuracy {test['accuracy']:.4f}")
+    compressed = result.get("compressed")
+    if compressed:
+        print(f"compressed ({compressed['quantize']}): test F1 {compressed['test']['f1']:.4f}, "
+              f"{compressed['compressed_bytes']} bytes: {compressed['model']}")
     print(f"model: {result['model']}\nmetrics: {Path(result['model']).parent / 'metrics.json'}")
     return 0

@@ -1,13 +1,18 @@
-"""One trial: preprocess -> train -> evaluate, with everything worth knowing stored on the trial.
+"""One trial: preprocess -> train -> evaluate [-> compress], with everything worth knowing stored
+on the trial.
 
-Trial user attributes set here all start with `sweeper.`; the objective value is validation F1
-of the final model, and the test metrics are of that same model.
+Trial user attributes set here all start with `sweeper.`. The objective value is validation F1 of
+the model the trial delivers: the trained model's, or the compressed model's where the space has a
+compress stage. In a multi-objective space the values follow its `objectives` (sweeper.metrics).
+The test metrics `sweeper.test_*` are of the trained model; the compressed model's are stored
+beside them (sweeper.keys).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import keras
 import optuna
@@ -15,7 +20,8 @@ import psutil
 
 from sweeper import keys
 from sweeper.artifacts import save_trial_artifacts
-from sweeper.pipeline import evaluate, train
+from sweeper.metrics import metric_value
+from sweeper.pipeline import compress, evaluate, train
 from sweeper.pipeline.data import Dataset, load_dataset
 from sweeper.pipeline.model import build_model
 from sweeper.space import SearchSpace
@@ -24,7 +30,8 @@ from sweeper.space.schema import hparam
 
 @dataclass
 class TrialResult:
-    value: float
+    value: float  # the first objective's: validation F1 of the delivered model
+    values: list[float]  # one per objective of the space
     test: dict
     model: keras.Model
     data: Dataset
@@ -75,15 +82,39 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
     test_pred = evaluate.predict_classes(model, data.x_test)
     test = evaluate.test_metrics(data.y_test, test_pred, config["objective"]["average"])
     seconds["evaluate"] = time.perf_counter() - started
+    measured: dict = {}
+    if space.compress is not None:  # after the trained model's test metrics: pruning changes it
+        result = compress.compress(model, data, compress_spec(space.compress, hp),
+                                   average=config["objective"]["average"], batch_size=batch_size,
+                                   seed=seed, should_stop=should_stop)
+        measured = result.attrs
+        seconds.update({f"compress_{k}": v for k, v in result.seconds.items()})
+    values = objective_values(space, value, measured)
     if save_artifacts:
         started = time.perf_counter()
-        save_trial_artifacts(trial, model, data.y_test, test_pred, data.class_names, value,
+        save_trial_artifacts(trial, model, data.y_test, test_pred, data.class_names, values[0],
                              space.direction)
         seconds["artifacts"] = time.perf_counter() - started
     keys.set_user_attrs(trial, {**ran, **{keys.TEST_PREFIX + name: metric
                                           for name, metric in test.items()},
-                                keys.SECONDS: _rounded(seconds)})
-    return TrialResult(value=value, test=test, model=model, data=data, params=params)
+                                **measured, keys.SECONDS: _rounded(seconds)})
+    return TrialResult(value=values[0], values=values, test=test, model=model, data=data,
+                       params=params)
+
+
+def compress_spec(settings: dict, hp: dict) -> compress.CompressSpec:
+    """The space's compress section, with its sparsity searched when params has one."""
+    return compress.CompressSpec(quantize=settings["quantize"],
+                                 sparsity=float(hp.get("sparsity", settings["sparsity"])),
+                                 finetune_epochs=settings["finetune_epochs"],
+                                 calibration_samples=settings["calibration_samples"])
+
+
+def objective_values(space: SearchSpace, trained_f1: float, measured: dict) -> list[float]:
+    """One value per objective of the space, read as sweeper.metrics reads a stored trial."""
+    as_stored = SimpleNamespace(user_attrs=measured, values=[trained_f1])
+    values = [metric_value(name, as_stored) for name in space.objectives]
+    return [float("nan") if v is None else v for v in values]  # NaN fails the trial
 
 
 def _rounded(seconds: dict) -> dict:
@@ -93,9 +124,10 @@ def _rounded(seconds: dict) -> dict:
 def make_objective(space: SearchSpace, worker_attrs: dict, should_stop=None):
     """The function given to study.optimize. Failures keep their reason on the trial."""
 
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: optuna.Trial) -> float | list[float]:
         try:
-            return run_trial(trial, space, worker_attrs, should_stop).value
+            result = run_trial(trial, space, worker_attrs, should_stop)
+            return result.values if space.is_multi_objective else result.value
         except optuna.TrialPruned:
             raise
         except Exception as e:

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import optuna
 
+from sweeper import multi_objective
 from sweeper.pipeline.evaluate import f1, predict_classes
 
 
@@ -68,8 +69,8 @@ class EpochReporter(keras.callbacks.Callback):
         self.scores.append(score)
         reported = time.perf_counter()
         self.seconds["f1"] += reported - started
-        self.trial.report(score, epoch + 1)
-        should_prune = self.may_prune and self.trial.should_prune()
+        multi_objective.report(self.trial, score, epoch + 1)
+        should_prune = self.may_prune and multi_objective.should_prune(self.trial)
         self.seconds["report"] += time.perf_counter() - reported
         if should_prune:
             self.pruned = True

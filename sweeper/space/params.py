@@ -8,18 +8,18 @@ import math
 
 from sweeper.space.checks import Checks
 from sweeper.space.runtime import Param
-from sweeper.space.schema import MODEL_HPARAMS, PARAM_KEYS, TRAINING_HPARAMS, HParam
+from sweeper.space.schema import COMPRESS_HPARAMS, MODEL_HPARAMS, PARAM_KEYS, TRAINING_HPARAMS, HParam
 from sweeper.text import shown
 
 GRID_LIMIT = 1_000_000
 
 
 class ParamChecks(Checks):
-    def params(self, raw, model: dict) -> list[Param]:
+    def params(self, raw, model: dict, compress: bool = False) -> list[Param]:
         specs = self.mapping(raw.get("params"), "params")
         if not specs:
             self.fail("params", "is empty", "add at least one parameter to search")
-        known = known_hparams(model)
+        known = known_hparams(model, compress)
         params: list[Param] = []
         for name, spec in specs.items():
             key = f"params.{name}"
@@ -137,8 +137,10 @@ class ParamChecks(Checks):
             self.fail("params", f"the grid has {size} points", "use fewer values or another sampler")
 
 
-def known_hparams(model: dict) -> dict[str, HParam] | None:
-    """The hyperparameters the built-in model reads; None for a user's model (any name)."""
+def known_hparams(model: dict, compress: bool = False) -> dict[str, HParam] | None:
+    """The hyperparameters the built-in model (and the compress stage, when the space has one)
+    reads; None for a user's model (any name)."""
     if "function" in model:
         return None
-    return {**TRAINING_HPARAMS, **MODEL_HPARAMS[model["name"]]}
+    return {**TRAINING_HPARAMS, **MODEL_HPARAMS[model["name"]],
+            **(COMPRESS_HPARAMS if compress else {})}

@@ -8,7 +8,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from sweeper.space.schema import HALVING, PRUNERS, SAMPLERS, TRAINING_HPARAMS, halving_min_resource
 
@@ -82,6 +82,33 @@ class SearchSpace:
     def max_epochs(self) -> int:
         return self.config["training"]["max_epochs"]
 
+    @property
+    def objectives(self) -> list[str]:
+        """The metrics the study optimises (sweeper.metrics), f1 first."""
+        return list(self.config.get("objectives") or ["f1"])
+
+    @property
+    def directions(self) -> list[Literal["minimize", "maximize"]]:
+        from sweeper.metrics import METRICS
+
+        return [self.direction] + [cast(Literal["minimize", "maximize"], METRICS[name].direction)
+                                   for name in self.objectives[1:]]
+
+    @property
+    def is_multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def compress(self) -> dict | None:
+        """The compress stage's settings, or None where the space has no compress stage."""
+        return self.config.get("compress")
+
+    @property
+    def constraints(self) -> list:
+        from sweeper.metrics import parse_bound
+
+        return [parse_bound(text) for text in self.config.get("constraints") or []]
+
     def suggest(self, trial) -> dict[str, Any]:
         """Ask the trial for every active param, in file order (conditions look backwards)."""
         chosen: dict[str, Any] = {}
@@ -103,7 +130,15 @@ class SearchSpace:
         sampler = getattr(optuna.samplers, SAMPLERS[spec.pop("name")])
         if sampler is optuna.samplers.GridSampler:
             return sampler({p.name: p.grid_values() for p in self.params}, **spec)
+        if self.constraints:
+            spec["constraints_func"] = self.constraint_values
         return sampler(**spec)
+
+    def constraint_values(self, trial) -> list[float]:
+        """Optuna's constraints_func: per constraint, how far the trial is past it (<= 0 holds)."""
+        from sweeper.metrics import metric_value
+
+        return [bound.violation(metric_value(bound.metric, trial)) for bound in self.constraints]
 
     def make_pruner(self):
         import optuna

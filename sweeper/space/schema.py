@@ -74,10 +74,16 @@ MODEL_HPARAMS: dict[str, dict[str, HParam]] = {
 }
 
 
+# The compress stage's settings a trial reads; fixed in the `compress` section or searched in params.
+COMPRESS_HPARAMS: dict[str, HParam] = {
+    "sparsity": HParam(float, default=0.0, fraction=True),
+}
+
+
 def hparam(hp: dict, name: str, model: str | None = None):
     """A built-in hyperparameter of a trial: its own value, else the table's default. `model`
     names the model for the model's own hyperparameters."""
-    spec = TRAINING_HPARAMS.get(name) or MODEL_HPARAMS[model or ""][name]
+    spec = TRAINING_HPARAMS.get(name) or COMPRESS_HPARAMS.get(name) or MODEL_HPARAMS[model or ""][name]
     return hp.get(name, spec.default)
 
 
@@ -98,10 +104,12 @@ SECTION_KEYS: dict[str, dict[str, type]] = {
     "training": {"max_epochs": int, "seed": int,
                  **{name: spec.kind for name, spec in TRAINING_HPARAMS.items()}},
     "objective": {"metric": str, "average": str, "direction": str},
+    "compress": {"quantize": str, "sparsity": float, "finetune_epochs": int,
+                 "calibration_samples": int},
 }
 TOP_LEVEL_KEYS = (
-    "description", "dataset", "preprocess", "model", "training", "objective", "sampler", "pruner",
-    "params",
+    "description", "dataset", "preprocess", "model", "training", "objective", "objectives",
+    "constraints", "compress", "sampler", "pruner", "params",
 )
 # Filled in where a space leaves them out.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -111,7 +119,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                  **{name: TRAINING_HPARAMS[name].default
                     for name in ("batch_size", "optimizer", "learning_rate", "lr_schedule")}},
     "objective": {"metric": "f1", "average": "macro", "direction": "maximize"},
+    # Two epochs of fine-tuning win back most of what pruning half the weights costs; 200 rows
+    # are what TensorFlow's guide suggests for calibrating int8 ranges.
+    "compress": {"quantize": "int8", "sparsity": 0.0, "finetune_epochs": 2,
+                 "calibration_samples": 200},
 }
+QUANTIZE_CHOICES = ("int8", "none")
+MAX_FINETUNE_EPOCHS = 1000
+# Samplers that can weigh several objectives, and those that can also honour constraints.
+MULTI_OBJECTIVE_SAMPLERS = ("tpe", "random", "nsga2", "nsga3", "qmc", "grid")
+CONSTRAINT_SAMPLERS = ("tpe", "nsga2", "nsga3")
+# Pruners that can judge per-epoch F1 of a multi-objective study: Hyperband's brackets each
+# build a study of their own, which would have no single direction to judge by.
+MULTI_OBJECTIVE_PRUNERS = ("successive_halving", "median", "percentile", "none")
 
 NORMALIZE_CHOICES = ("unit", "symmetric", "standardize", "none")
 AVERAGE_CHOICES = ("macro", "weighted", "micro", "binary")
@@ -123,6 +143,10 @@ SAMPLER_ARGS: dict[str, dict[str, type]] = {
     "cmaes": {"seed": int, "n_startup_trials": int, "sigma0": float},
     "qmc": {"seed": int, "qmc_type": str, "scramble": bool},
     "grid": {"seed": int},
+    "nsga2": {"seed": int, "population_size": int, "mutation_prob": float,
+              "crossover_prob": float, "swapping_prob": float},
+    "nsga3": {"seed": int, "population_size": int, "mutation_prob": float,
+              "crossover_prob": float, "swapping_prob": float},
 }
 # Successive halving keeps the best quarter of the trials at two rungs, about a fifth and four
 # fifths of max_epochs; the rest train to the end. Measured on digits (make bench, row 7: 24
@@ -142,7 +166,8 @@ def halving_min_resource(max_epochs: int, reduction_factor: int = HALVING) -> in
 
 # The Optuna classes behind the names.
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler",
-            "qmc": "QMCSampler", "grid": "GridSampler"}
+            "qmc": "QMCSampler", "grid": "GridSampler", "nsga2": "NSGAIISampler",
+            "nsga3": "NSGAIIISampler"}
 PRUNERS = {"hyperband": "HyperbandPruner", "median": "MedianPruner",
            "percentile": "PercentilePruner", "successive_halving": "SuccessiveHalvingPruner",
            "none": "NopPruner"}

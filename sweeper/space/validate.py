@@ -7,19 +7,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sweeper.metrics import METRICS, BoundError, parse_bound
 from sweeper.space.params import ParamChecks
 from sweeper.space.runtime import SearchSpace
 from sweeper.space.schema import (
     AVERAGE_CHOICES,
     BUILTIN_DATASETS,
     BUILTIN_MODELS,
+    COMPRESS_HPARAMS,
+    CONSTRAINT_SAMPLERS,
     DEFAULT_PRUNER,
     DEFAULTS,
     IMAGE_DATASETS,
+    MAX_FINETUNE_EPOCHS,
     MODEL_HPARAMS,
+    MULTI_OBJECTIVE_PRUNERS,
+    MULTI_OBJECTIVE_SAMPLERS,
     NORMALIZE_CHOICES,
     PRUNER_ARGS,
     PRUNER_MINIMUM,
+    QUANTIZE_CHOICES,
     SAMPLER_ARGS,
     TOP_LEVEL_KEYS,
     TRAINING_HPARAMS,
@@ -50,7 +57,14 @@ class Validator(ParamChecks):
         }
         config["model"] = self.model(raw)
         config["pruner"] = self.pruner(raw, config["training"]["max_epochs"])
-        params = self.params(raw, config["model"])
+        # Only when given: a key added to every config would change every stored fingerprint.
+        if raw.get("compress") is not None:
+            config["compress"] = self.compress(raw)
+        if raw.get("objectives") is not None:
+            config["objectives"] = self.objectives(raw, config)
+        if raw.get("constraints") is not None:
+            config["constraints"] = self.constraints(raw, config)
+        params = self.params(raw, config["model"], compress="compress" in config)
         self.check_fixed_values(config)
         if config["sampler"]["name"] == "grid":
             self.check_grid(params)
@@ -160,7 +174,73 @@ class Validator(ParamChecks):
         return obj
 
     def sampler(self, raw) -> dict:
-        return self.algorithm(raw, "sampler", SAMPLER_ARGS, "tpe")
+        sampler = self.algorithm(raw, "sampler", SAMPLER_ARGS, "tpe")
+        if sampler.get("population_size", 2) < 2:
+            self.fail("sampler.population_size", f"must be at least 2, got "
+                      f"{sampler['population_size']}", "write e.g. 50")
+        for k in ("mutation_prob", "crossover_prob", "swapping_prob"):
+            if k in sampler and not 0 <= sampler[k] <= 1:
+                self.fail(f"sampler.{k}", f"must be between 0 and 1, got {sampler[k]}",
+                          "write e.g. 0.5")
+        return sampler
+
+    def compress(self, raw) -> dict:
+        spec = _fill_in(self.section(raw, "compress"), "compress")
+        self.choice(spec["quantize"], QUANTIZE_CHOICES, "compress.quantize")
+        self.hparam_value(COMPRESS_HPARAMS["sparsity"], spec["sparsity"], "compress.sparsity")
+        if not 0 <= spec["finetune_epochs"] <= MAX_FINETUNE_EPOCHS:
+            self.fail("compress.finetune_epochs", f"must be 0 to {MAX_FINETUNE_EPOCHS}, got "
+                      f"{spec['finetune_epochs']}", "write e.g. 2")
+        if not 1 <= spec["calibration_samples"] <= 100_000:
+            self.fail("compress.calibration_samples", f"must be 1 to 100000, got "
+                      f"{spec['calibration_samples']}", "write e.g. 200")
+        return spec
+
+    def objectives(self, raw, config: dict) -> list[str]:
+        names = self.typed(raw["objectives"], list, "objectives")
+        for name in names:
+            if not isinstance(name, str):
+                self.fail("objectives", f"{shown(name)} is not a metric name",
+                          f"list names such as: {', '.join(METRICS)}")
+            self.choice(name, tuple(METRICS), "objectives")
+            self.needs_compress(name, config, "objectives")
+        if len(set(names)) != len(names):
+            self.fail("objectives", "names a metric twice", "list each metric once")
+        if names[0] != "f1":
+            self.fail("objectives", f"starts with {names[0]}, not f1",
+                      "put f1 first: pruning and the ranking of trials read it")
+        if len(names) > 1:
+            if config["objective"]["direction"] != "maximize":
+                self.fail("objective.direction", "must be maximize when there are objectives",
+                          "drop objective.direction: each metric's direction is fixed")
+            self.choice_for(config["sampler"]["name"], MULTI_OBJECTIVE_SAMPLERS, "sampler.name",
+                            "cannot weigh several objectives")
+            self.choice_for(config["pruner"]["name"], MULTI_OBJECTIVE_PRUNERS, "pruner.name",
+                            "cannot prune a multi-objective study")
+        return list(names)
+
+    def constraints(self, raw, config: dict) -> list[str]:
+        texts = self.typed(raw["constraints"], list, "constraints")
+        bounds = []
+        for text in texts:
+            try:
+                bound = parse_bound(text)
+            except BoundError as e:
+                self.fail("constraints", str(e).split("; ")[0], str(e).split("; ")[-1])
+            self.needs_compress(bound.metric, config, "constraints")
+            bounds.append(str(bound))
+        self.choice_for(config["sampler"]["name"], CONSTRAINT_SAMPLERS, "sampler.name",
+                        "cannot honour constraints")
+        return bounds
+
+    def needs_compress(self, metric: str, config: dict, key: str):
+        if METRICS[metric].needs_compress and "compress" not in config:
+            self.fail(key, f"{metric} is measured by the compress stage, and there is none",
+                      "add a compress section (e.g. compress: {quantize: int8})")
+
+    def choice_for(self, value: str, allowed: tuple, key: str, why: str):
+        if value not in allowed:
+            self.fail(key, f"{value} {why}", f"use one of: {', '.join(allowed)}")
 
     def pruner(self, raw, max_epochs: int) -> dict:
         pruner = self.algorithm(raw, "pruner", PRUNER_ARGS, DEFAULT_PRUNER)
