@@ -59,7 +59,6 @@ FLOAT_LATENCY_BATCH_MS = "sweeper.float_latency_ms_per_batch"
 FLOAT_VAL_F1 = "sweeper.float_val_f1"  # before compression (sweeper.test_* are of this model too)
 COMPRESSED_VAL_F1 = "sweeper.compressed_val_f1"
 COMPRESSED_TEST_F1 = "sweeper.compressed_test_f1"
-COMPRESSED_ARTIFACT = "sweeper.compressed_artifact"  # the kept compressed model's artifact id
 
 # A retry inherits its failed trial's user attributes; these describe the failed run only.
 PER_RUN = (FAIL_REASON, PRUNE_REASON)
