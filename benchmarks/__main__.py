@@ -21,7 +21,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def rows(quick: bool, stores: list[str]):
-    from benchmarks import occupancy, orchestration, resources, search, startup, training
+    from benchmarks import compression, occupancy, orchestration, resources, search, startup, training
 
     yield (1,), lambda: [orchestration.orchestration_efficiency(quick, [s for s in stores if s != "mysql"])]
     yield (2,), lambda: [orchestration.store_throughput(quick, ["sqlite"] if quick else stores)]
@@ -31,6 +31,7 @@ def rows(quick: bool, stores: list[str]):
     yield (7,), lambda: [search.search_efficiency(quick)]
     yield (8,), lambda: [startup.startup(quick)]
     yield (9,), lambda: [occupancy.slot_occupancy(quick)]
+    yield (10,), lambda: [compression.compression_sweep(quick)]
 
 
 def table(results: list[common.Row]) -> str:

@@ -171,7 +171,7 @@ def report(url: str, study_name: str, top: int = 10, out_dir: Path | None = None
         lines += [f"  {name:<20} {value:.3f}" for name, value in weights.items()]
     folder = Path(out_dir or study_folder(REPORTS_DIR, study_name))
     private_folder(folder)
-    write_figures(study, folder, "\n".join(lines), space)
+    write_figures(study, folder, "\n".join(lines))
     lines += ["", f"report: {folder / 'report.html'} (and PNG plots beside it)"]
     return "\n".join(lines), folder
 
@@ -229,19 +229,18 @@ FIGURES = ("pareto_front", "optimization_history", "intermediate_values", "paral
 ONE_TARGET = ("optimization_history", "parallel_coordinate", "param_importances", "slice")
 
 
-def _figure_args(name: str, study, space) -> dict | None:
+def _figure_args(name: str, study) -> dict | None:
     """Keyword arguments of Optuna's plot_NAME for this study, or None to leave it out."""
     if len(study.directions) == 1:
         return None if name == "pareto_front" else {}
-    if name == "pareto_front":
-        return {"target_names": study.metric_names,
-                **({"constraints_func": space.constraint_values} if space.constraints else {})}
+    if name == "pareto_front":  # infeasible points are drawn apart: Optuna reads the constraints
+        return {"target_names": study.metric_names}
     if name in ONE_TARGET:
         return {"target": first_value, "target_name": study.metric_names[0]}
     return {}
 
 
-def write_figures(study, folder: Path, summary: str, space) -> None:
+def write_figures(study, folder: Path, summary: str) -> None:
     """report.html with Optuna's interactive figures, and one PNG per figure for pasting."""
     import warnings
 
@@ -259,7 +258,7 @@ def write_figures(study, folder: Path, summary: str, space) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # matplotlib plots are 'experimental' in Optuna
         for name in FIGURES:
-            args = _figure_args(name, study, space)
+            args = _figure_args(name, study)
             if args is None:
                 continue
             try:

@@ -70,6 +70,10 @@ def note_markdown(study, space) -> str:
                   + (f", test F1 {test_f1:.4f}" if test_f1 is not None else ""),
                   "", "| param | value |", "|---|---|"]
         lines += [f"| {k} | {short(v)} |" for k, v in best.params.items()]
+        if space.is_multi_objective:
+            lines += ["", f"- Pareto front: {len(study.best_trials)} trials over "
+                      f"{', '.join(space.objectives)}; `sweeper report` lists them, `sweeper best "
+                      f"--pick \"max f1 where {space.objectives[1]} <= ...\"` chooses one"]
     return "\n".join(lines) + "\n"
 
 

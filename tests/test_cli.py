@@ -85,6 +85,24 @@ def test_bad_space_is_one_line_exit_2_and_writes_nothing(project):
     assert not (project / "storage").exists()
 
 
+@pytest.mark.parametrize("section, told", [
+    ("objectives: [f1, size_kb]\n", "objectives: size_kb is measured by the compress stage"),
+    ("compress: {}\nconstraints: [size_kb <= 64]\nsampler: random\n",
+     "sampler.name: random cannot honour constraints"),
+    ("compress: {quantize: fp16}\n", "compress.quantize: unknown value 'fp16'"),
+])
+def test_bad_objectives_constraints_and_compression_exit_2_and_write_nothing(project, section,
+                                                                               told):
+    (project / "search_spaces" / "bad.yaml").write_text(
+        "model: {name: cnn}\nparams: {learning_rate: {type: float, low: 0.001, high: 0.1}}\n"
+        + section)
+    result = run_sweeper("sweep", "bad", "--workers", "1")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert f"search_spaces/bad.yaml: {told}" in result.stderr
+    assert not (project / "storage").exists()
+
+
 def test_unknown_space_exit_2(project):
     result = run_sweeper("sweep", "nope", "--workers", "1")
     assert result.returncode == 2

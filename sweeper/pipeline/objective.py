@@ -90,6 +90,9 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
         measured = result.attrs
         seconds.update({f"compress_{k}": v for k, v in result.seconds.items()})
     values = objective_values(space, value, measured)
+    as_stored = SimpleNamespace(user_attrs=measured, values=values)
+    for bound, violation in zip(space.constraints, space.constraint_values(as_stored)):
+        trial.set_constraint(str(bound), violation)  # what TPE and NSGA-II/III read
     if save_artifacts:
         started = time.perf_counter()
         save_trial_artifacts(trial, model, data.y_test, test_pred, data.class_names, values[0],

@@ -130,12 +130,11 @@ class SearchSpace:
         sampler = getattr(optuna.samplers, SAMPLERS[spec.pop("name")])
         if sampler is optuna.samplers.GridSampler:
             return sampler({p.name: p.grid_values() for p in self.params}, **spec)
-        if self.constraints:
-            spec["constraints_func"] = self.constraint_values
         return sampler(**spec)
 
     def constraint_values(self, trial) -> list[float]:
-        """Optuna's constraints_func: per constraint, how far the trial is past it (<= 0 holds)."""
+        """Per constraint, how far the trial is past it (<= 0 holds), as Optuna's samplers take
+        constraints (Trial.set_constraint)."""
         from sweeper.metrics import metric_value
 
         return [bound.violation(metric_value(bound.metric, trial)) for bound in self.constraints]
