@@ -68,6 +68,22 @@ def check(results: list[subprocess.CompletedProcess], what: str) -> None:
                                f"{r.stdout[-3000:]}")
 
 
+def sweep(work: Path, name: str, space_text: str, trials: int) -> tuple[float, object, Path, str]:
+    """The real `sweeper sweep` of a space written to work/NAME.yaml, 2 CPU workers, a SQLite
+    store beside it, no models kept: (wall seconds, the study, the space's path, the store URL)."""
+    import optuna
+
+    space = work / f"{name}.yaml"
+    space.write_text(space_text)
+    url = f"sqlite:///{work / (name + '.db')}"
+    cmd = [python(), "-m", "sweeper", "sweep", str(space), "--workers", "2", "--trials",
+           str(trials), "--storage", url, "--keep-models", "0"]
+    wall, results = run_processes([cmd], env=child_env(SWEEPER_CACHE_DIR=str(work / "cache")),
+                                  cwd=work)
+    check(results, f"sweep {name}")
+    return wall, optuna.load_study(study_name=name, storage=url), space, url
+
+
 @contextlib.contextmanager
 def store(kind: str, workdir: Path):
     """A fresh empty store: a SQLite file in workdir, or a new database on the local server."""

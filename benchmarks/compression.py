@@ -23,18 +23,8 @@ def _space(seed: int, pruned: bool) -> str:
 
 
 def _sweep(work, seed: int, pruned: bool, trials: int) -> dict:
-    import optuna
-
     name = f"compress_{'pruned' if pruned else 'unpruned'}_{seed}"
-    space = work / f"{name}.yaml"
-    space.write_text(_space(seed, pruned))
-    url = f"sqlite:///{work / (name + '.db')}"
-    cmd = [common.python(), "-m", "sweeper", "sweep", str(space), "--workers", "2", "--trials",
-           str(trials), "--storage", url, "--keep-models", "0"]
-    wall, results = common.run_processes([cmd], env=common.child_env(
-        SWEEPER_CACHE_DIR=str(work / "cache")), cwd=work)
-    common.check(results, f"sweep {name}")
-    study = optuna.load_study(study_name=name, storage=url)
+    wall, study, space, url = common.sweep(work, name, _space(seed, pruned), trials)
     done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     finetune = yaml.safe_load(space.read_text())["compress"]["finetune_epochs"]
     # Fine-tuning after pruning trains too: counted, in both arms.

@@ -24,19 +24,8 @@ PRUNERS = {"default": "", "none": "pruner: {name: none}"}
 
 
 def _sweep(work, pruner: str, seed: int, trials: int, epochs: int) -> dict:
-    import optuna
-
-    name = f"prune_{pruner}_{seed}"
-    space = work / f"{name}.yaml"
-    space.write_text(SPACE % {"pruner": pruner, "seed": seed, "epochs": epochs,
-                              "pruner_yaml": PRUNERS[pruner]})
-    url = f"sqlite:///{work / (name + '.db')}"
-    cmd = [common.python(), "-m", "sweeper", "sweep", str(space), "--workers", "2", "--trials",
-           str(trials), "--storage", url, "--keep-models", "0"]
-    wall, results = common.run_processes([cmd], env=common.child_env(
-        SWEEPER_CACHE_DIR=str(work / "cache")), cwd=work)
-    common.check(results, f"sweep {name}")
-    study = optuna.load_study(study_name=name, storage=url)
+    wall, study, _, _ = common.sweep(work, f"prune_{pruner}_{seed}", SPACE % {
+        "pruner": pruner, "seed": seed, "epochs": epochs, "pruner_yaml": PRUNERS[pruner]}, trials)
     done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     return {"wall": wall, "epochs": sum(len(t.intermediate_values) for t in done),
             "best": study.best_value, "pruned": sum(t.state.name == "PRUNED" for t in done),

@@ -170,6 +170,10 @@ class ProgressView:
         return Group(*parts)
 
 
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
 def summary_lines(best_trials: list, where: str, space_name: str, study_name: str) -> list[str]:
     """The end of a sweep: the best trials, where the study is and how to look at it."""
     lines = []
@@ -178,7 +182,7 @@ def summary_lines(best_trials: list, where: str, space_name: str, study_name: st
         for t in best_trials:
             params = ", ".join(f"{k}={short(v)}" for k, v in t.params.items())
             lines.append(f"  #{t.number:<4} {first_value(t):.4f}  "
-                         f"{test_f1(t) or float('nan'):.4f}"
+                         f"{_or_nan(test_f1(t)):.4f}"
                          f"  {t.user_attrs.get(keys.EPOCHS_RUN, '?'):>3}  {params}")
     target = f"--study {study_name}" if study_name != space_name else ""
     lines.append(f"\nstudy '{study_name}' is in {where}")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -114,6 +117,33 @@ def run_sweeper(*args, env=None, timeout=600, cwd=None) -> subprocess.CompletedP
     """The real entry point in a child process, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "sweeper", *args], capture_output=True,
                           text=True, env=env, timeout=timeout, cwd=cwd)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def start_dashboard(folder, env, port: int, *args: str) -> subprocess.Popen:
+    """The real `sweeper dashboard ARGS --port PORT` in folder, once its API answers."""
+    process = subprocess.Popen([sys.executable, "-m", "sweeper", "dashboard", *args, "--port",
+                                str(port)], cwd=folder, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            get_json(f"http://127.0.0.1:{port}/api/meta")
+            return process
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    pytest.fail(f"the dashboard did not start: {process.communicate()[0]}")
 
 
 def load(url: str, name: str) -> optuna.Study:

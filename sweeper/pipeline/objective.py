@@ -89,8 +89,8 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
                                    seed=seed, should_stop=should_stop)
         measured = result.attrs
         seconds.update({f"compress_{k}": v for k, v in result.seconds.items()})
-    values = objective_values(space, value, measured)
-    as_stored = SimpleNamespace(user_attrs=measured, values=values)
+    as_stored = SimpleNamespace(user_attrs=measured, values=[value])  # as metrics reads trials
+    values = objective_values(space, as_stored)
     for bound, violation in zip(space.constraints, space.constraint_values(as_stored)):
         trial.set_constraint(str(bound), violation)  # what TPE and NSGA-II/III read
     if save_artifacts:
@@ -113,10 +113,9 @@ def compress_spec(settings: dict, hp: dict) -> compress.CompressSpec:
                                  calibration_samples=settings["calibration_samples"])
 
 
-def objective_values(space: SearchSpace, trained_f1: float, measured: dict) -> list[float]:
-    """One value per objective of the space, read as sweeper.metrics reads a stored trial."""
-    as_stored = SimpleNamespace(user_attrs=measured, values=[trained_f1])
-    values = [metric_value(name, as_stored) for name in space.objectives]
+def objective_values(space: SearchSpace, trial) -> list[float]:
+    """One value per objective of the space, read from the trial's measures (sweeper.metrics)."""
+    values = [metric_value(name, trial) for name in space.objectives]
     return [float("nan") if v is None else v for v in values]  # NaN fails the trial
 
 

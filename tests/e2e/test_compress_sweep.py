@@ -7,16 +7,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 
 import optuna
 import pytest
 import yaml
-from conftest import ROOT, TEST_SPACES, _server_database, load, run_sweeper
+from conftest import (
+    ROOT,
+    TEST_SPACES,
+    _server_database,
+    free_port,
+    get_json,
+    load,
+    run_sweeper,
+    start_dashboard,
+)
 
 from sweeper import keys
 
@@ -83,7 +88,7 @@ def test_a_multi_objective_sweep_resumes_prunes_and_measures(compress_swept):
 def test_the_dashboard_labels_the_pareto_front(compress_swept, tmp_path):
     folder, env, url, _ = compress_swept
     port = free_port()
-    dashboard = _start_dashboard(folder, env, port)
+    dashboard = start_dashboard(folder, env, port)
     try:
         study = get_json(f"http://127.0.0.1:{port}/api/studies/1")
         assert study["directions"] == ["maximize", "minimize"]
@@ -106,32 +111,6 @@ def test_the_dashboard_labels_the_pareto_front(compress_swept, tmp_path):
     assert "Pareto Front" in dom
     for label in LABELS:  # the plot's axes, drawn by the browser from the study's metric names
         assert f">{label}</text>" in dom, label
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get_json(url: str):
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
-
-
-def _start_dashboard(folder, env, port):
-    process = subprocess.Popen([sys.executable, "-m", "sweeper", "dashboard", "--port",
-                                str(port)], cwd=folder, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            get_json(f"http://127.0.0.1:{port}/api/meta")
-            return process
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    pytest.fail(f"the dashboard did not start: {process.communicate()[0]}")
 
 
 def test_report_best_pick_and_retrain_use_the_front(compress_swept, tmp_path):

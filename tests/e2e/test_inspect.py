@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import numpy as np
 import optuna
 import pytest
 import yaml
-from conftest import ROOT, TEST_SPACES, run_sweeper
+from conftest import ROOT, TEST_SPACES, free_port, get_json, run_sweeper, start_dashboard
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -42,36 +41,10 @@ def sweeper_in(folder, env, *args, timeout=300):
     return run_sweeper(*args, env=env, cwd=folder, timeout=timeout)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get_json(url: str):
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
-
-
-def start_dashboard(folder, env, port):
-    process = subprocess.Popen([sys.executable, "-m", "sweeper", "dashboard", "tiny_cnn",
-                                "--port", str(port)], cwd=folder, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            get_json(f"http://127.0.0.1:{port}/api/meta")
-            return process
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    pytest.fail(f"the dashboard did not start: {process.communicate()[0]}")
-
-
 def test_dashboard_api_shows_everything_about_each_trial(swept):
     folder, env = swept
     port = free_port()
-    dashboard = start_dashboard(folder, env, port)
+    dashboard = start_dashboard(folder, env, port, "tiny_cnn")
     try:
         studies = get_json(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
         assert [s["study_name"] for s in studies] == ["tiny_cnn"]
@@ -120,7 +93,7 @@ def test_browser_shows_the_study_page(swept, tmp_path):
         pytest.skip("no chromium here (.ci/run installs Debian's chromium)")
     folder, env = swept
     port = free_port()
-    dashboard = start_dashboard(folder, env, port)
+    dashboard = start_dashboard(folder, env, port, "tiny_cnn")
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900",
@@ -223,7 +196,7 @@ def test_dashboard_and_status_read_while_a_sweep_writes(project):
         while not (project / "storage" / "tiny_cnn.db").exists() and time.time() < deadline:
             time.sleep(0.2)
         time.sleep(2)
-        dashboard = start_dashboard(project, env, port)
+        dashboard = start_dashboard(project, env, port, "tiny_cnn")
         polls = 0
         saw_running = False
         while sweep.poll() is None and time.time() < deadline + 120:
