@@ -59,6 +59,9 @@ FLOAT_LATENCY_BATCH_MS = "sweeper.float_latency_ms_per_batch"
 FLOAT_VAL_F1 = "sweeper.float_val_f1"  # before compression (sweeper.test_* are of this model too)
 COMPRESSED_VAL_F1 = "sweeper.compressed_val_f1"
 COMPRESSED_TEST_F1 = "sweeper.compressed_test_f1"
+# Known once the model is built: weights it will keep, all x (1 - sparsity). In a multi-objective
+# study a trial's per-epoch F1 is judged against trials no larger (sweeper.multi_objective).
+EXPECTED_NONZERO = "sweeper.expected_nonzero_params"
 
 # A retry inherits its failed trial's user attributes; these describe the failed run only.
 PER_RUN = (FAIL_REASON, PRUNE_REASON)

@@ -134,3 +134,36 @@ def test_a_finished_multi_objective_trial_keeps_every_value(tmp_path):
     assert (outcome.finished.value, outcome.finished.others) == (0.91, (12.5,))
     assert outcome.finished.describe() == "trial 0 COMPLETE: F1 0.9100 (12.5)"
     assert study.trials[0].values == [0.91, 12.5]
+
+
+def _sized(size: int, f1: float):
+    """An objective whose model keeps `size` weights and scores `f1` at every epoch."""
+
+    def objective(trial):
+        trial.suggest_float("learning_rate", 1e-3, 1e-1, log=True)
+        trial.set_user_attr(keys.EXPECTED_NONZERO, size)
+        for epoch in range(1, 9):
+            report(trial, f1, epoch)
+            if should_prune(trial):
+                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+        return f1, size / 1024
+
+    return objective
+
+
+def test_a_trial_is_judged_only_against_trials_no_larger(tmp_path):
+    """A small model behind large ones may still end on the front's small end: it runs on. A
+    large model behind them is pruned, as is a small one behind another small one."""
+    space = parse_space(SPACE, name="mo")
+    storage, _ = prepare_study(space, f"sqlite:///{tmp_path / 'mo.db'}", "mo", trials=8)
+    study = load_prunable_study("mo", storage, space.make_sampler(), space.make_pruner())
+
+    def run(size, f1):
+        finished = run_one(study, _sized(size, f1), budget_lock(storage, "mo"), lambda: "x")
+        return finished.finished.state
+
+    assert [run(10_000, 0.95), run(10_000, 0.96)] == ["COMPLETE", "COMPLETE"]
+    assert run(500, 0.40) == "COMPLETE"  # behind both, but smaller than both
+    assert run(10_000, 0.40) == "PRUNED"  # behind trials of its own size
+    assert run(400, 0.30) == "COMPLETE"  # the smallest yet
+    assert run(500, 0.20) == "PRUNED"  # behind the 500 and the 400

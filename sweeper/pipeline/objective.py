@@ -64,6 +64,9 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
     batch_size = int(hparam(hp, "batch_size"))
     steps = -(-len(data.x_train) // batch_size)
     model = build_model(config["model"], hp, data, steps, space.max_epochs)
+    if space.is_multi_objective:  # what its pruner compares it with (sweeper.multi_objective)
+        sparsity = compress_spec(space.compress, hp).sparsity if space.compress else 0.0
+        trial.set_user_attr(keys.EXPECTED_NONZERO, round(model.count_params() * (1 - sparsity)))
     seconds["build"] = time.perf_counter() - started
     started = time.perf_counter()
     reporter = train.fit(model, data, trial, batch_size, space.max_epochs,
