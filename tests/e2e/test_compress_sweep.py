@@ -36,7 +36,7 @@ MEASURES = (keys.PARAMS, keys.NONZERO_PARAMS, keys.SPARSITY, keys.FLOAT_BYTES,
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def compress_swept(request, tmp_path_factory, shared_cache):
-    """tiny_compress swept in two runs: 4 trials, then resumed to 8 (2 workers each)."""
+    """tiny_compress swept in two runs: 4 trials, then resumed to 10 (2 workers each)."""
     folder = tmp_path_factory.mktemp(f"compress-{request.param}")
     shutil.copytree(ROOT / "search_spaces", folder / "search_spaces")
     shutil.copy(TEST_SPACES / "tiny_compress.yaml", folder / "search_spaces")
@@ -50,7 +50,7 @@ def compress_swept(request, tmp_path_factory, shared_cache):
         url, drop = _server_database("postgres")
     env["SWEEPER_STORAGE"] = url
     runs = [run_sweeper("sweep", "tiny_compress", "--trials", str(n), "--workers", "2",
-                        env=env, cwd=folder) for n in (4, 8)]
+                        env=env, cwd=folder) for n in (4, 10)]
     yield folder, env, url, runs
     if drop is not None:
         drop()
@@ -61,12 +61,12 @@ def test_a_multi_objective_sweep_resumes_prunes_and_measures(compress_swept):
     for run in runs:
         assert run.returncode == 0, run.stdout + run.stderr
     assert "0 of 4 trials already done" in runs[0].stdout
-    assert "4 of 8 trials already done" in runs[1].stdout  # resumed, not started over
+    assert "4 of 10 trials already done" in runs[1].stdout  # resumed, not started over
     study = load(url, "tiny_compress")
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     assert study.metric_names == LABELS
     trials = study.get_trials()
-    assert len(trials) == 8 and all(t.state in (State.COMPLETE, State.PRUNED) for t in trials)
+    assert len(trials) == 10 and all(t.state in (State.COMPLETE, State.PRUNED) for t in trials)
     complete = [t for t in trials if t.state == State.COMPLETE]
     pruned = [t for t in trials if t.state == State.PRUNED]
     assert complete and pruned, [t.state for t in trials]
