@@ -46,7 +46,13 @@ def metric_value(name: str, trial) -> float | None:
     return None if value is None else float(value) / metric.scale
 
 
-def test_f1(trial) -> float | None:
+def measures(trial) -> dict[str, float]:
+    """Every metric the trial measured, by name."""
+    values = {name: metric_value(name, trial) for name in METRICS}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def delivered_test_f1(trial) -> float | None:
     """Test F1 of the model the trial delivers, as `f1` is its validation F1."""
     value = trial.user_attrs.get(keys.COMPRESSED_TEST_F1)
     return trial.user_attrs.get(keys.TEST_F1) if value is None else value

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from sweeper import keys
-from sweeper.metrics import test_f1
+from sweeper.metrics import delivered_test_f1
 from sweeper.occupancy import slot_hours
 from sweeper.storage.counts import TrialCounts
 from sweeper.text import clock, short
@@ -182,7 +182,7 @@ def summary_lines(best_trials: list, where: str, space_name: str, study_name: st
         for t in best_trials:
             params = ", ".join(f"{k}={short(v)}" for k, v in t.params.items())
             lines.append(f"  #{t.number:<4} {first_value(t):.4f}  "
-                         f"{_or_nan(test_f1(t)):.4f}"
+                         f"{_or_nan(delivered_test_f1(t)):.4f}"
                          f"  {t.user_attrs.get(keys.EPOCHS_RUN, '?'):>3}  {params}")
     target = f"--study {study_name}" if study_name != space_name else ""
     lines.append(f"\nstudy '{study_name}' is in {where}")

@@ -15,7 +15,7 @@ import yaml
 
 from sweeper import keys
 from sweeper.errors import StorageError, SweeperError
-from sweeper.metrics import test_f1 as delivered_test_f1
+from sweeper.metrics import delivered_test_f1
 from sweeper.occupancy import describe as describe_use
 from sweeper.occupancy import runs_of, slot_hours, slot_use
 from sweeper.paths import private_folder, study_folder
@@ -199,7 +199,7 @@ def usage_lines(study, max_epochs: int) -> list[str]:
 def pareto_lines(study, space) -> list[str]:
     """The Pareto front as a table: each point's objectives, the compressed model's test F1 and
     the trained model's validation F1 (what compression cost), its sparsity."""
-    from sweeper.metrics import METRICS, metric_value
+    from sweeper.metrics import metric_value
 
     front = sorted(study.best_trials, key=first_value, reverse=True)
     names = space.objectives
@@ -215,7 +215,7 @@ def pareto_lines(study, space) -> list[str]:
                      f" {_cell(t.user_attrs.get(keys.FLOAT_VAL_F1))}"
                      f" {_cell(t.user_attrs.get(keys.SPARSITY))}")
     lines.append("  pick one: sweeper best SPACE --pick \"max f1 where "
-                 f"{METRICS[names[1]].name} <= ...\" --export point.yaml")
+                 f"{names[1]} <= ...\" --export point.yaml")
     return lines
 
 
@@ -292,7 +292,7 @@ def _escape(text: str) -> str:
 def best_params(url: str, study_name: str, pick: str | None = None) -> dict:
     """The best trial, or the one `pick` chooses (`max f1 where size_kb <= 64`), as a plain
     mapping: what `best --export` writes and `retrain` reads."""
-    from sweeper.metrics import METRICS, BoundError, metric_value, parse_pick
+    from sweeper.metrics import BoundError, measures, parse_pick
     from sweeper.space import parse_space
 
     try:  # before the store is read: a typo costs nothing
@@ -304,11 +304,11 @@ def best_params(url: str, study_name: str, pick: str | None = None) -> dict:
     space = parse_space(study.user_attrs[keys.SPACE_YAML], source=f"study {study_name}")
     best = ranked[0]
     if chosen is not None:
+        measured = measures(best)
         for name in (chosen.metric, *(b.metric for b in chosen.bounds)):
-            if metric_value(name, best) is None:
+            if name not in measured:
                 raise SweeperError(f"--pick: study '{study_name}' has no {name} on its trials "
-                                   f"(it measures: {', '.join(_measured(best, METRICS))}); "
-                                   "pick by one of those")
+                                   f"(it measures: {', '.join(measured)}); pick by one of those")
         best = chosen.choose(ranked)
         if best is None:
             raise SweeperError(f"--pick: no completed trial of '{study_name}' meets "
@@ -326,16 +326,10 @@ def best_params(url: str, study_name: str, pick: str | None = None) -> dict:
         "epochs": best.user_attrs.get(keys.EPOCHS_RUN, space.max_epochs),
         "params": dict(best.params),
         "hyperparameters": space.hyperparameters(dict(best.params)),
-        **({"metrics": {name: metric_value(name, best) for name in _measured(best, METRICS)},
+        **({"metrics": measures(best),
             "compressed_test_f1": best.user_attrs.get(keys.COMPRESSED_TEST_F1)}
            if space.compress is not None else {}),
     }
-
-
-def _measured(trial, metrics) -> list[str]:
-    from sweeper.metrics import metric_value
-
-    return [name for name in metrics if metric_value(name, trial) is not None]
 
 
 def read_params_file(path: Path) -> dict:

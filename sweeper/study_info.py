@@ -10,7 +10,7 @@ import sys
 import time
 
 from sweeper import keys
-from sweeper.metrics import test_f1 as delivered_test_f1
+from sweeper.metrics import delivered_test_f1
 from sweeper.storage.counts import study_counts
 from sweeper.storage.url import mask_url
 from sweeper.text import short

@@ -4,6 +4,7 @@ fixed hyperparameters, and makes the space's sampler and pruner."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -103,8 +104,8 @@ class SearchSpace:
         """The compress stage's settings, or None where the space has no compress stage."""
         return self.config.get("compress")
 
-    @property
-    def constraints(self) -> list:
+    @functools.cached_property
+    def constraints(self) -> list:  # parsed once: each trial reads them
         from sweeper.metrics import parse_bound
 
         return [parse_bound(text) for text in self.config.get("constraints") or []]
