@@ -20,6 +20,7 @@ export SWEEPER_STORAGE := $(STORAGE)
 endif
 STUDY ?=
 NEW ?=
+WARM ?=
 PYTEST_ARGS ?=
 
 SWEEP_ARGS := $(SPACE) \
@@ -29,7 +30,8 @@ SWEEP_ARGS := $(SPACE) \
 	$(if $(WORKERS_PER_GPU),--workers-per-gpu $(WORKERS_PER_GPU)) \
 	$(if $(WORKERS),--workers $(WORKERS)) \
 	$(if $(STUDY),--study $(STUDY)) \
-	$(if $(NEW),--new-study)
+	$(if $(NEW),--new-study) \
+	$(if $(WARM),--warm-start $(filter-out 1,$(WARM)))
 
 .PHONY: sweep test check install clean-venv bench gpu-check lint
 

@@ -18,6 +18,8 @@ BUDGET = "sweeper.n_trials"  # finished trials to reach, shared by every worker
 KEEP_MODELS = "sweeper.keep_models"
 EVICTED_MODELS = "sweeper.evicted_models"  # artifact ids of models no longer kept
 CONTROLLER = "sweeper.controller"  # who sweeps the study now: named to a refused second sweep
+# A study seeded from another (sweeper.warm_start): its parent, what changed, what was seeded.
+LINEAGE = "sweeper.lineage"
 # How the last run was started.
 COMMAND = "sweeper.command"
 STARTED = "sweeper.started"
@@ -62,6 +64,10 @@ COMPRESSED_TEST_F1 = "sweeper.compressed_test_f1"
 # Known once the model is built: weights it will keep, all x (1 - sparsity). In a multi-objective
 # study a trial's per-epoch F1 is judged against trials no larger (sweeper.multi_objective).
 EXPECTED_NONZERO = "sweeper.expected_nonzero_params"
+
+# Trials seeded by a warm start: {"study": parent, "trial": number} of the trial they come from.
+IMPORTED_FROM = "sweeper.imported_from"  # its result, imported: takes no budget slot
+RERUN_OF = "sweeper.rerun_of"  # its params, queued to run again under changed settings
 
 # A retry inherits its failed trial's user attributes; these describe the failed run only.
 PER_RUN = (FAIL_REASON, PRUNE_REASON)

@@ -14,6 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from sweeper import keys
+from sweeper.trials import ran_here
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,8 @@ def runs_of(trials, now: float) -> list[Run]:
     """The trials that ran on a slot; one still running ends `now`."""
     runs = []
     for t in trials:
-        if t.datetime_start is None or keys.WORKER not in t.user_attrs:
-            continue  # never started, or not run by a sweeper worker
+        if t.datetime_start is None or keys.WORKER not in t.user_attrs or not ran_here(t):
+            continue  # never started, not run by a sweeper worker, or run in another study
         end = t.datetime_complete.timestamp() if t.datetime_complete else now
         runs.append(Run(slot_name(t), t.user_attrs.get(keys.PID), t.datetime_start.timestamp(),
                         end))
@@ -105,7 +106,7 @@ def slot_hours(trials, max_epochs: int, now: float) -> tuple[float, float]:
     its remaining epochs at the pace of those it ran."""
     used = saved = 0.0
     for t in trials:
-        if t.datetime_start is None:
+        if t.datetime_start is None or not ran_here(t):
             continue
         seconds = (t.datetime_complete.timestamp() if t.datetime_complete else now) - \
             t.datetime_start.timestamp()

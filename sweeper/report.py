@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from sweeper import keys
+from sweeper import keys, warm_start
 from sweeper.errors import StorageError, SweeperError
 from sweeper.metrics import delivered_test_f1
 from sweeper.occupancy import describe as describe_use
@@ -23,7 +23,7 @@ from sweeper.storage.counts import study_counts
 from sweeper.storage.rdb import open_storage
 from sweeper.storage.url import mask_url
 from sweeper.text import short
-from sweeper.trials import best_trial, completed, first_value
+from sweeper.trials import best_trial, completed, first_value, ran_here
 
 REPORTS_DIR = Path("storage") / "reports"
 MODELS_DIR = Path("storage") / "models"
@@ -77,6 +77,8 @@ def status_text(url: str) -> str:
         lines.append(f"  {summary.study_name:<24} {counts.finished}/{budget} done: "
                      f"{counts.describe()}, running {counts.running}, waiting "
                      f"{counts.waiting}; {best}")
+        if keys.LINEAGE in study.user_attrs:
+            lines.append(f"    {warm_start.describe(study.user_attrs[keys.LINEAGE])}")
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             host = t.user_attrs.get(keys.HOST, "?")
             hosts.setdefault(host, set()).add(t.user_attrs.get(keys.PID))
@@ -146,10 +148,12 @@ def report(url: str, study_name: str, top: int = 10, out_dir: Path | None = None
     counts = study_counts(study)
     finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
                                                         optuna.trial.TrialState.PRUNED))
-    savings = pruning_savings(finished, space.max_epochs)
+    savings = pruning_savings([t for t in finished if ran_here(t)], space.max_epochs)
     weights = importances(study)
 
+    lineage = study.user_attrs.get(keys.LINEAGE)
     lines = [f"study '{study_name}' in {mask_url(url)}",
+             *([warm_start.describe(lineage)] if lineage else []),
              f"trials: {counts.describe()}, running {counts.running}, waiting {counts.waiting}",
              "", f"top {min(top, len(ranked))} trials:",
              f"  {'rank':>4} {'trial':>5} {'val F1':>7} {'test F1':>7} {'epochs':>6}  params"]
@@ -158,7 +162,9 @@ def report(url: str, study_name: str, top: int = 10, out_dir: Path | None = None
         test_f1 = delivered_test_f1(t)
         lines.append(f"  {rank:>4} {t.number:>5} {first_value(t):>7.4f} "
                      f"{'-' if test_f1 is None else f'{test_f1:.4f}':>7} "
-                     f"{t.user_attrs.get(keys.EPOCHS_RUN, '?')!s:>6}  {params}")
+                     f"{t.user_attrs.get(keys.EPOCHS_RUN, '?')!s:>6}  {params}"
+                     + ("" if ran_here(t) else "  (imported: {study} #{trial})".format(
+                         **t.user_attrs[keys.IMPORTED_FROM])))
     lines += ["", f"pruning saved {savings.epochs_saved_fraction:.0%} of the epochs: trained "
               f"{savings.epochs_trained} of {savings.epochs_unpruned} epochs, "
               f"{savings.seconds_trained:.0f}s of {savings.seconds_unpruned:.0f}s of training "

@@ -36,8 +36,9 @@ def prepare_study(space: SearchSpace, storage_url: str, study_name: str, trials:
         if stored != space.fingerprint:
             raise StorageError(
                 f"{space.source} changed since study '{study_name}' was created, so its trials "
-                f"are not comparable; pass --new-study (make sweep ... NEW=1) to start a fresh "
-                f"study, --study NAME to pick one, or restore the file")
+                f"are not comparable; pass --warm-start (make sweep ... WARM=1) to start a new "
+                f"study seeded with its trials that fit, --new-study (NEW=1) to start afresh, "
+                f"--study NAME to pick another, or restore the file")
     study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
                                 directions=space.directions)
     if study_name not in existing:

@@ -5,6 +5,7 @@ the trade-off is the Pareto front's (study.best_trials)."""
 
 from __future__ import annotations
 
+from sweeper import keys
 from sweeper.errors import SweeperError
 
 
@@ -42,3 +43,9 @@ def direction_of(study) -> str:
 
     return "maximize" if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE \
         else "minimize"
+
+
+def ran_here(trial) -> bool:
+    """Whether the study ran the trial itself, rather than importing it from the study it was
+    warm-started from (sweeper.warm_start): only trials run here used its slots and epochs."""
+    return keys.IMPORTED_FROM not in trial.user_attrs

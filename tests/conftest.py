@@ -85,6 +85,50 @@ def storage_url(request, tmp_path):
     drop()
 
 
+def _near_instant_worker(url: str, study_name: str, budget: int, queue) -> None:
+    """A worker whose trials report 5 'epochs' and end at once (no TensorFlow). Its trials take
+    the params of the study's space where sweeper made the study, else one param x."""
+    import contextlib
+    import io
+
+    from sweeper import keys
+    from sweeper.space import parse_space
+    from sweeper.storage.rdb import open_storage
+    from sweeper.worker import run_trials
+
+    study = optuna.load_study(study_name=study_name, storage=open_storage(url, heartbeat_s=5))
+    text = study.user_attrs.get(keys.SPACE_YAML)
+    space = parse_space(text) if text else None
+
+    def objective(trial):
+        x = space.suggest(trial)["learning_rate"] if space else trial.suggest_float("x", 0, 1)
+        for step in range(5):
+            trial.report(x * step, step)
+        return x
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = run_trials(study, objective, budget)
+    queue.put((os.getpid(), code))
+
+
+def race_workers(url: str, study_name: str, budget: int, workers: int) -> list[int]:
+    """Starts `workers` near-instant workers at once; their exit codes once all have ended.
+    Spawned, not forked: earlier tests may have loaded TensorFlow into this process, and a fork of
+    a process with TensorFlow's threads can deadlock in the child."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_near_instant_worker, args=(url, study_name, budget, queue))
+             for _ in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    assert [p.exitcode for p in procs] == [0] * workers
+    return [queue.get(timeout=5)[1] for _ in procs]
+
+
 FAKE_NVIDIA_SMI = """#!/bin/sh
 # A stand-in for nvidia-smi on a machine without GPUs: lists FAKE_GPU_COUNT GPUs.
 count="${FAKE_GPU_COUNT:-2}"

@@ -252,6 +252,16 @@ BAD_SPACES = [
      ["sampler.population_size", "at least 2"]),
     ("model: {name: cnn}\nsampler: {name: nsga3, mutation_prob: 1.5}\n" + LR,
      ["sampler.mutation_prob", "between 0 and 1"]),
+    ("model: {name: cnn}\nparams: {learning_rate: {type: float, low: 0.001, high: 0.01, "
+     "default: 0.1}}\n", ["params.learning_rate.default", "0.1", "0.001..0.01"]),
+    ("model: {name: cnn}\nparams: {learning_rate: {type: float, low: 0.001, high: 0.01, "
+     "default: fast}}\n", ["params.learning_rate.default", "must be a number"]),
+    ("model: {name: cnn}\nparams: {conv_blocks: {type: int, low: 1, high: 5, step: 2, "
+     "default: 2}}\n", ["params.conv_blocks.default", "step 2"]),
+    ("model: {name: cnn}\nparams: {filters: {type: categorical, choices: [8, 16], "
+     "default: 32}}\n", ["params.filters.default", "one of [8, 16]"]),
+    ("model: {name: cnn}\nparams: {batch_norm: {type: categorical, choices: [true, false], "
+     "default: 1}}\n", ["params.batch_norm.default", "1 is not a value"]),
 ]
 
 
@@ -342,6 +352,16 @@ def test_a_space_without_the_new_sections_keeps_its_fingerprint():
     assert space.compress is None and space.constraints == []
     assert parse_space(space_text()).fingerprint == space.fingerprint
     assert parse_space(COMPRESS_SPACE).fingerprint != space.fingerprint
+
+
+def test_fingerprints_of_spaces_stored_before_defaults_existed_are_unchanged():
+    """A study stores its space's fingerprint and refuses a space whose fingerprint differs: a
+    param without `default:` must hash as it always did, or every stored study stops resuming."""
+    assert parse_space(space_text()).fingerprint == "1f8a0662bf27f952"
+    with_default = {"learning_rate": {**MINIMAL["params"]["learning_rate"], "default": 1e-3}}
+    space = parse_space(space_text(params=with_default))
+    assert space.params[0].default == 1e-3 and space.params[0].has_default
+    assert space.fingerprint != "1f8a0662bf27f952"
 
 
 def test_constraint_values_come_from_the_trial_attributes():

@@ -13,6 +13,7 @@ import time
 
 import optuna
 import pytest
+from conftest import race_workers
 
 from sweeper.errors import StorageError
 from sweeper.storage.counts import count_trials
@@ -139,48 +140,13 @@ def _hold_sweep_lock(url, study, holding, stop):
     stop.wait(120)
 
 
-def _near_instant_worker(url: str, study_name: str, budget: int, queue) -> None:
-    """A worker whose trials report 5 'epochs' and end at once (no TensorFlow)."""
-    import os
-
-    storage = open_storage(url, heartbeat_s=5)
-    study = optuna.load_study(study_name=study_name, storage=storage)
-
-    def objective(trial):
-        x = trial.suggest_float("x", 0, 1)
-        for step in range(5):
-            trial.report(x * step, step)
-        return x
-
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        code = run_trials(study, objective, budget)
-    queue.put((os.getpid(), code))
-
-
-def _race(url: str, study_name: str, budget: int, workers: int) -> list[int]:
-    """Starts `workers` near-instant workers at once; their exit codes once all have ended."""
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_near_instant_worker, args=(url, study_name, budget, queue))
-             for _ in range(workers)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(300)
-    assert [p.exitcode for p in procs] == [0] * workers
-    return [queue.get(timeout=5)[1] for _ in procs]
-
-
 @pytest.mark.parametrize("workers, budget", [(8, 60), (32, 160)])
 def test_parallel_workers_hit_the_budget_exactly(storage_url, workers, budget):
     """Many workers race for the last slots: exactly `budget` trials, none RUNNING, no error."""
     storage = open_storage(storage_url)
     optuna.create_study(storage=storage, study_name="race")
     storage.engine.dispose()
-    codes = _race(storage_url, "race", budget, workers)
+    codes = race_workers(storage_url, "race", budget, workers)
     assert codes == [EXIT_DONE] * workers
     trials = optuna.load_study(study_name="race", storage=open_storage(storage_url)).trials
     states = [t.state for t in trials]
@@ -199,7 +165,7 @@ def test_workers_racing_for_one_waiting_retry_start_it_once(storage_url):
     study.tell(failed, state=optuna.trial.TrialState.FAIL)
     retry_callback()(study, study.trials[failed.number])
     storage.engine.dispose()
-    assert _race(storage_url, "retry-race", 6, workers=8) == [EXIT_DONE] * 8
+    assert race_workers(storage_url, "retry-race", 6, workers=8) == [EXIT_DONE] * 8
     counts = count_trials(open_storage(storage_url), study._study_id)
     assert (counts.complete, counts.failed, counts.running, counts.waiting) == (6, 1, 0, 0)
 

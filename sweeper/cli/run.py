@@ -65,6 +65,10 @@ def _sweep_command(commands) -> None:
     add_study(sweep)
     sweep.add_argument("--new-study", action="store_true",
                        help="start a fresh study (NAME-2, NAME-3...) instead of resuming")
+    sweep.add_argument("--warm-start", nargs="?", const="", default=None, metavar="STUDY",
+                       help="the space changed: start a new study (as --new-study) seeded with "
+                            "the trials of STUDY (default: the study this space last ran as) "
+                            "that fit the new space")
     sweep.add_argument("--join", action="store_true",
                        help="add this machine's workers to a study another sweep is running "
                             "(its budget stays); without it a second sweep of a study is refused")
@@ -103,11 +107,15 @@ def _worker_command(commands) -> None:
 
 def run_sweep(args) -> int:
     from sweeper.controller import Controller, SweepOptions
+    from sweeper.errors import SweeperError
     from sweeper.gpus import discover_gpus, gpu_memory_mb, make_slots
     from sweeper.space import load_space
     from sweeper.storage.url import resolve_storage_url
 
     space = load_space(args.space)  # validated before anything is written
+    if args.join and args.warm_start is not None:
+        raise SweeperError("--warm-start seeds a new study, and --join adds workers to a running "
+                           "one; warm-start first, then --join that study")
     url = resolve_storage_url(args.storage, space.name)
     gpus = discover_gpus(args.gpus)
     packed = bool(gpus) and args.workers_per_gpu > 1  # each worker gets its share of memory
@@ -122,7 +130,8 @@ def run_sweep(args) -> int:
                            recycle_after=args.recycle_after,
                            max_worker_memory_mb=args.max_worker_memory_mb,
                            keep_models=args.keep_models,
-                           new_study=args.new_study, join=args.join)
+                           new_study=args.new_study, join=args.join,
+                           warm_start=args.warm_start)
     return Controller(space, url, args.study or space.name, slots, options).run()
 
 

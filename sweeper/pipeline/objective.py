@@ -94,8 +94,8 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
         seconds.update({f"compress_{k}": v for k, v in result.seconds.items()})
     as_stored = SimpleNamespace(user_attrs=measured, values=[value])  # as metrics reads trials
     values = objective_values(space, as_stored)
-    for bound, violation in zip(space.constraints, space.constraint_values(as_stored)):
-        trial.set_constraint(str(bound), violation)  # what TPE and NSGA-II/III read
+    for bound, violation in space.constraints_of(as_stored).items():
+        trial.set_constraint(bound, violation)  # what TPE and NSGA-II/III read
     if save_artifacts:
         started = time.perf_counter()
         save_trial_artifacts(trial, model, data.y_test, test_pred, data.class_names, values[0],

@@ -3,6 +3,7 @@ refer to params above them, names the model reads, and a grid that can be enumer
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 
@@ -42,8 +43,21 @@ class ParamChecks(Checks):
         self.known_keys(spec, PARAM_KEYS[kind], key)
         when = self.condition(spec.get("when"), f"{key}.when", earlier)
         if kind == "categorical":
-            return Param(name, kind, choices=self.choices(spec, key, known), when=when)
-        return self.numeric(name, kind, spec, key, when, known)
+            param = Param(name, kind, choices=self.choices(spec, key, known), when=when)
+        else:
+            param = self.numeric(name, kind, spec, key, when, known)
+        return self.default(param, spec, key) if "default" in spec else param
+
+    def default(self, param: Param, spec: dict, key: str) -> Param:
+        """`default:` is the value that trials of an earlier space, which lacked the param, are
+        taken to have had when a sweep warm-starts from them: it must be one it could suggest."""
+        value = spec["default"]
+        if param.kind == "float":  # 1 and 1e-3 (text to PyYAML) are floats here
+            value = float(self.typed(value, float, f"{key}.default"))
+        if not param.contains(value):
+            self.fail(f"{key}.default", f"{shown(value)} is not a value of this param "
+                      f"({param.describe()})", "give one inside its range or choices")
+        return dataclasses.replace(param, default=value, has_default=True)
 
     def choices(self, spec: dict, key: str, known: HParam | None) -> tuple:
         choices = spec.get("choices")

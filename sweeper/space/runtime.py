@@ -26,6 +26,9 @@ class Param:
     step: float | int | None = None
     choices: tuple = ()
     when: dict[str, tuple] = field(default_factory=dict)
+    # What trials of an earlier space that lacked this param are taken to have had (warm starts).
+    default: Any = None
+    has_default: bool = False
 
     def is_active(self, chosen: dict[str, Any]) -> bool:
         return all(name in chosen and chosen[name] in values for name, values in self.when.items())
@@ -37,6 +40,52 @@ class Param:
             return trial.suggest_int(self.name, self.low, self.high, log=self.log,
                                      step=self.step or 1)
         return trial.suggest_categorical(self.name, list(self.choices))
+
+    def contains(self, value) -> bool:
+        """Whether `value` is one this param could suggest: in its range (on its step) or one of
+        its choices, of the same type (True is not the choice 1)."""
+        if self.kind == "categorical":
+            return any(type(c) is type(value) and c == value for c in self.choices)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (self.kind == "int" and not float(value).is_integer()):
+            return False
+        low, high, step = self.number_range()
+        if not low <= value <= high:
+            return False
+        if self.step is None:
+            return True
+        steps = (value - low) / step
+        return abs(steps - round(steps)) < 1e-9 * max(1.0, abs(steps))
+
+    def describe(self) -> str:
+        """'float 0.001..0.03 (log)', 'int 1..3', 'one of [8, 16, 32]'."""
+        if self.kind == "categorical":
+            return f"one of [{', '.join(map(str, self.choices))}]"
+        return (f"{self.kind} {self.low}..{self.high}" + (f" step {self.step}" if self.step else "")
+                + (" (log)" if self.log else ""))
+
+    def distribution(self):
+        """Optuna's distribution of this param, as Trial.suggest_* records it."""
+        from optuna.distributions import (
+            CategoricalDistribution,
+            FloatDistribution,
+            IntDistribution,
+        )
+
+        if self.kind == "categorical":
+            return CategoricalDistribution(list(self.choices))
+        low, high, step = self.number_range()
+        if self.kind == "float":
+            return FloatDistribution(low, high, log=self.log, step=self.step)
+        return IntDistribution(low, high, log=self.log, step=step)
+
+    def meaning(self) -> dict:
+        """What the fingerprint hashes: a param without a default hashes as it did before
+        defaults existed, so the studies of those spaces still resume."""
+        fields = dataclasses.asdict(self)
+        if not self.has_default:
+            del fields["default"], fields["has_default"]
+        return fields
 
     def number_range(self) -> tuple[Any, Any, Any]:
         """(low, high, step) of a float or int param; the step is 1 where none is given."""
@@ -71,7 +120,7 @@ class SearchSpace:
     @property
     def fingerprint(self) -> str:
         """Hash of the meaning of the space (not its comments or layout), params included."""
-        params = [dataclasses.asdict(p) for p in self.params]
+        params = [p.meaning() for p in self.params]
         canonical = json.dumps([self.config, params], sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -132,6 +181,11 @@ class SearchSpace:
         if sampler is optuna.samplers.GridSampler:
             return sampler({p.name: p.grid_values() for p in self.params}, **spec)
         return sampler(**spec)
+
+    def constraints_of(self, trial) -> dict[str, float]:
+        """The trial's constraint values by constraint, as Trial.set_constraint takes them."""
+        return {str(bound): violation
+                for bound, violation in zip(self.constraints, self.constraint_values(trial))}
 
     def constraint_values(self, trial) -> list[float]:
         """Per constraint, how far the trial is past it (<= 0 holds), as Optuna's samplers take

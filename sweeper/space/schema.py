@@ -186,7 +186,7 @@ PRUNER_MINIMUM = {"min_resource": 1, "max_resource": 1, "reduction_factor": 2,
                   "n_startup_trials": 0, "n_warmup_steps": 0, "interval_steps": 1,
                   "n_min_trials": 1, "min_early_stopping_rate": 0}
 PARAM_KEYS = {
-    "float": ("type", "low", "high", "log", "step", "when"),
-    "int": ("type", "low", "high", "log", "step", "when"),
-    "categorical": ("type", "choices", "when"),
+    "float": ("type", "low", "high", "log", "step", "when", "default"),
+    "int": ("type", "low", "high", "log", "step", "when", "default"),
+    "categorical": ("type", "choices", "when", "default"),
 }

@@ -1,5 +1,8 @@
 """The shared trial budget, counted from the database itself: every worker on every machine
-answers 'is a slot free?' from the same numbers."""
+answers 'is a slot free?' from the same numbers.
+
+The budget is what a study runs: a retry takes its failed trial's slot, and trials imported by a
+warm start (sweeper.warm_start) take none."""
 
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ from sweeper.storage import sqlite
 
 @dataclass(frozen=True)
 class TrialCounts:
-    """Trials of one study by state. `retries` counts trials created to retry a failed one."""
+    """Trials of one study by state. `retries` counts trials created to retry a failed one,
+    `imported` the finished trials a warm start brought in (counted in complete and pruned)."""
 
     complete: int = 0
     pruned: int = 0
@@ -22,11 +26,18 @@ class TrialCounts:
     running: int = 0
     waiting: int = 0
     retries: int = 0
+    imported_complete: int = 0
+    imported_pruned: int = 0
+
+    @property
+    def imported(self) -> int:
+        return self.imported_complete + self.imported_pruned
 
     @property
     def claimed(self) -> int:
-        """Budget slots taken: every trial except the failed ones that a retry replaced."""
-        return self.all - self.retries
+        """Budget slots taken: every trial except the failed ones that a retry replaced and the
+        imported ones."""
+        return self.all - self.retries - self.imported
 
     @property
     def all(self) -> int:
@@ -48,27 +59,33 @@ class TrialCounts:
         return self.waiting > 0 or self.claimed < budget
 
     def describe(self) -> str:
-        return (f"complete {self.complete}, pruned {self.pruned}, failed "
-                f"{self.failed_for_good}")
+        return (f"complete {self.complete - self.imported_complete}, pruned "
+                f"{self.pruned - self.imported_pruned}, failed {self.failed_for_good}"
+                + (f"; {self.imported} imported" if self.imported else ""))
 
 
 # Optuna's own tables, read directly, in one statement: loading every trial through the API to
 # count them would cost each worker a full study download per trial.
 _STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+_MARKED = ("(SELECT COUNT(*) FROM {table} a JOIN trials t ON a.trial_id = t.trial_id"
+           " WHERE t.study_id = :study_id AND a.key = '{key}'{state})")
 _COUNTS = text(
     "SELECT " + ", ".join(f"COUNT(CASE WHEN state = '{state}' THEN 1 END)" for state in _STATES)
-    + ", (SELECT COUNT(*) FROM trial_system_attributes a JOIN trials t ON a.trial_id = t.trial_id"
-    f" WHERE t.study_id = :study_id AND a.key = '{keys.FAILED_TRIAL}')"
-    " FROM trials WHERE study_id = :study_id")
+    + ", " + _MARKED.format(table="trial_system_attributes", key=keys.FAILED_TRIAL, state="")
+    + "".join(", " + _MARKED.format(table="trial_user_attributes", key=keys.IMPORTED_FROM,
+                                    state=f" AND t.state = '{state}'")
+              for state in ("COMPLETE", "PRUNED"))
+    + " FROM trials WHERE study_id = :study_id")
 
 
 def count_trials(storage, study_id: int) -> TrialCounts:
     with sqlite.reading(), keys.rdb_of(storage).engine.connect() as conn:
-        complete, pruned, failed, running, waiting, retries = conn.execute(
-            _COUNTS, {"study_id": study_id}).one()
+        complete, pruned, failed, running, waiting, retries, imported_complete, imported_pruned = \
+            conn.execute(_COUNTS, {"study_id": study_id}).one()
         conn.rollback()
     return TrialCounts(complete=complete, pruned=pruned, failed=failed, running=running,
-                       waiting=waiting, retries=retries)
+                       waiting=waiting, retries=retries, imported_complete=imported_complete,
+                       imported_pruned=imported_pruned)
 
 
 _RECENT = text(
