@@ -91,7 +91,8 @@ slurm: $(STAMP)
 	$(BIN)/sweeper slurm $(SPACE) $(if $(NODES),--nodes $(NODES)) \
 		$(if $(GPUS_PER_NODE),--gpus-per-node $(GPUS_PER_NODE)) $(if $(TIME),--time $(TIME)) \
 		$(if $(TRIALS),--trials $(TRIALS)) \
-		$(if $(STUDY),--study $(STUDY)) $(if $(PARTITION),--partition $(PARTITION)) --submit
+		$(if $(STUDY),--study $(STUDY)) $(if $(PARTITION),--partition $(PARTITION)) --submit \
+		$(if $(WARM),--warm-start $(filter-out 1,$(WARM)))
 
 # Benchmarks (never part of `make test`): QUICK=1 for a few minutes, ONLY=1,3 for some rows.
 BENCH_STAMP := $(VENV)/.installed-bench

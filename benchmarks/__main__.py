@@ -21,7 +21,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def rows(quick: bool, stores: list[str]):
-    from benchmarks import compression, occupancy, orchestration, resources, search, startup, training
+    from benchmarks import (
+        compression,
+        occupancy,
+        orchestration,
+        resources,
+        search,
+        startup,
+        training,
+        warm_start,
+    )
 
     yield (1,), lambda: [orchestration.orchestration_efficiency(quick, [s for s in stores if s != "mysql"])]
     yield (2,), lambda: [orchestration.store_throughput(quick, ["sqlite"] if quick else stores)]
@@ -32,6 +41,7 @@ def rows(quick: bool, stores: list[str]):
     yield (8,), lambda: [startup.startup(quick)]
     yield (9,), lambda: [occupancy.slot_occupancy(quick)]
     yield (10,), lambda: [compression.compression_sweep(quick)]
+    yield (11,), lambda: [warm_start.warm_start(quick)]
 
 
 def table(results: list[common.Row]) -> str:

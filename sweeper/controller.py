@@ -43,8 +43,7 @@ from sweeper.storage.url import mask_url, sqlite_path
 from sweeper.studies import free_study_name, prepare_study, study_names
 from sweeper.study_info import masked_command, record_run, write_note
 from sweeper.trials import best_first
-from sweeper.warm_start import describe as describe_lineage
-from sweeper.warm_start import find_parent, plan, seed
+from sweeper.warm_start import choose_study, seed_study
 from sweeper.worker import EXIT_INTERRUPTED
 
 POLL_S = 0.5
@@ -129,8 +128,11 @@ class Controller:
 
     def _set_up(self) -> TrialCounts:
         """Opens (or creates) the study, ready for workers. Returns its counts."""
-        parent = self._warm_start_parent() if self.options.warm_start is not None else None
-        if self.options.new_study and parent is None:
+        parent = None
+        if self.options.warm_start is not None:
+            self.study_name, parent = choose_study(self.storage_url, self.space, self.study_name,
+                                                   self.options.warm_start or None, self.say)
+        elif self.options.new_study:
             self.study_name = free_study_name(self.study_name, study_names(self.storage_url))
         if not self.options.join:
             self._take_sweep_lock()
@@ -152,33 +154,9 @@ class Controller:
         # retries that a full disk or a crash kept from being queued.
         self._close_trials(ran_here_and_gone, "the worker that ran it is gone")
         queue_pending(self.study, self.storage, ran_here_and_gone)
-        self._seed(parent)
+        seed_study(self.study, self.storage_url, self.space, self.options.trials, parent, self.say)
         write_note(self.study, self.space)
         return study_counts(self.study)
-
-    def _warm_start_parent(self):
-        """The study to seed a new one from, naming the new one as --new-study would; None when
-        the space has not changed since that study, which is then simply resumed."""
-        parent = find_parent(open_storage(self.storage_url, heartbeat_s=None, create=False),
-                             self.storage_url, self.space, self.options.warm_start or None)
-        if parent.user_attrs.get(keys.SPACE_HASH) == self.space.fingerprint:
-            self.say(f"{self.space.source} has not changed since study '{parent.study_name}': "
-                     "resuming it, nothing to import")
-            self.study_name = parent.study_name
-            return None
-        self.study_name = free_study_name(self.study_name, study_names(self.storage_url))
-        return parent
-
-    def _seed(self, parent) -> None:
-        """Seed the study from `parent`, or finish a seeding an earlier run was cut short in."""
-        lineage = self.study.user_attrs.get(keys.LINEAGE)
-        if parent is None and lineage and not lineage.get("done"):
-            parent = find_parent(self.storage, self.storage_url, self.space, lineage["parent"])
-        if parent is None:
-            return
-        trials = self.storage.get_all_trials(keys.study_id(parent), deepcopy=False)
-        lineage = seed(self.study, self.space, plan(parent, trials, self.space, self.options.trials))
-        self.say(describe_lineage(lineage))
 
     def _take_sweep_lock(self) -> None:
         """One controller per study: a second one would put twice the workers on the GPUs."""

@@ -85,6 +85,34 @@ def find_parent(storage, storage_url: str, space: SearchSpace, name: str | None)
                                         or s.user_attrs.get(keys.CREATED) or ""), keys.study_id(s)))
 
 
+def choose_study(storage_url: str, space: SearchSpace, base: str, parent_name: str | None,
+                 say) -> tuple[str, object | None]:
+    """(the study to sweep, the parent to seed it from). A new name, as --new-study picks it;
+    or, when the space has not changed since the parent, the parent itself, resumed (no seed)."""
+    from sweeper.storage.rdb import open_storage
+    from sweeper.studies import free_study_name, study_names
+
+    parent = find_parent(open_storage(storage_url, heartbeat_s=None, create=False), storage_url,
+                         space, parent_name)
+    if parent.user_attrs.get(keys.SPACE_HASH) == space.fingerprint:
+        say(f"{space.source} has not changed since study '{parent.study_name}': resuming it, "
+            "nothing to import")
+        return parent.study_name, None
+    return free_study_name(base, study_names(storage_url)), parent
+
+
+def seed_study(study, storage_url: str, space: SearchSpace, budget: int, parent, say) -> None:
+    """Seed the study from `parent`, or finish a seeding an earlier run was cut short in."""
+    storage = keys.storage_of(study)
+    lineage = study.user_attrs.get(keys.LINEAGE)
+    if parent is None and lineage and not lineage.get("done"):
+        parent = find_parent(storage, storage_url, space, lineage["parent"])
+    if parent is None:
+        return
+    trials = storage.get_all_trials(keys.study_id(parent), deepcopy=False)
+    say(describe(seed(study, space, plan(parent, trials, space, budget))))
+
+
 def parent_space(parent) -> SearchSpace:
     """The space the parent study was made from, as stored in it."""
     from sweeper.errors import SweeperError

@@ -50,3 +50,36 @@ def test_several_nodes_on_a_sqlite_store_are_refused_before_anything_is_written(
     assert one_node.returncode == 0, one_node.stderr
     assert "warning: a SQLite store serves one machine" in one_node.stderr
     assert (project / "storage" / "slurm" / "tiny_cnn" / "sweep.sbatch").exists()
+
+
+def test_a_warm_started_array_sweeps_the_seeded_study(project):
+    """`slurm --warm-start` after the space changed: the new study is made and seeded before
+    submitting, and the script's tasks join it."""
+    import optuna
+    import yaml
+    from conftest import run_sweeper
+
+    from sweeper import keys
+    from sweeper.space import load_space
+    from sweeper.studies import prepare_study
+
+    url = f"sqlite:///{project / 'storage' / 'tiny_cnn.db'}"
+    old = load_space("tiny_cnn")
+    _, study = prepare_study(old, url, "tiny_cnn", 4)
+    for lr in (1e-3, 2e-3):
+        study.add_trial(optuna.trial.create_trial(
+            values=[0.5], params={"learning_rate": lr, "filters": 8, "conv_blocks": 1},
+            distributions={p.name: p.distribution() for p in old.params}))
+    path = project / "search_spaces" / "tiny_cnn.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["params"]["dropout"] = {"type": "float", "low": 0.0, "high": 0.5}
+    path.write_text(yaml.safe_dump(doc))
+    result = run_sweeper("slurm", "tiny_cnn", "--nodes", "1", "--trials", "6", "--warm-start")
+    assert result.returncode == 0, result.stderr
+    assert "warm-started from 'tiny_cnn' (dropout: added (float 0.0..0.5)): imported 2 of its 2" \
+        in result.stdout
+    script = (project / "storage" / "slurm" / "tiny_cnn-2" / "sweep.sbatch").read_text()
+    assert "--study tiny_cnn-2" in script and "--join" in script
+    seeded = optuna.load_study(study_name="tiny_cnn-2", storage=url)
+    assert [t.params["dropout"] for t in seeded.trials] == [0.0, 0.0]  # the model's default
+    assert seeded.user_attrs[keys.LINEAGE]["parent"] == "tiny_cnn"

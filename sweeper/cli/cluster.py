@@ -35,6 +35,9 @@ def register(commands) -> None:
     add_storage(slurm)
     add_heartbeat(slurm)
     add_study(slurm)
+    slurm.add_argument("--warm-start", nargs="?", const="", default=None, metavar="STUDY",
+                       help="the space changed: the tasks sweep a new study seeded with the "
+                            "trials of STUDY (default: the study this space last ran as) that fit")
     slurm.add_argument("--submit", action="store_true", help="call sbatch and print the job id")
     slurm.set_defaults(handler=run_slurm)
 
@@ -44,12 +47,17 @@ def run_slurm(args) -> int:
     from sweeper.space import load_space
     from sweeper.storage.url import mask_url, resolve_storage_url
     from sweeper.studies import prepare_study
+    from sweeper.warm_start import choose_study, seed_study
 
     space = load_space(args.space)
     url = resolve_storage_url(args.storage, space.name)
     check_time_limit(args.time)
     _check_store_fits(url, args.nodes)  # before anything is written
-    _, study = prepare_study(space, url, args.study or space.name, args.trials)
+    name, parent = args.study or space.name, None
+    if args.warm_start is not None:
+        name, parent = choose_study(url, space, name, args.warm_start or None, print)
+    _, study = prepare_study(space, url, name, args.trials)
+    seed_study(study, url, space, args.trials, parent, print)
     job = SlurmJob(space=args.space, study=study.study_name, storage_url=url, nodes=args.nodes,
                    gpus_per_node=args.gpus_per_node, time_limit=args.time, trials=args.trials,
                    partition=args.partition, workers_per_gpu=args.workers_per_gpu,
