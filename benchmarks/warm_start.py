@@ -72,10 +72,13 @@ def _seed_run(root, seed: int, narrow_trials: int, cold_trials: int, warm_trials
                       default=float("-inf"))
     cold_needed = _trials_to_reach(cold, target)
     warm_needed = _trials_to_reach(own, target, start=narrow_best)
+    # Without the imported best: what the sampler found itself, having learned from them.
+    own_needed = _trials_to_reach(own, target)
     warm_best = max([narrow_best] + [t.values[0] for t in own if t.state.name == "COMPLETE"])
     return {"seed": seed, "walls": walls, "cold_best": cold_best, "narrow_best": narrow_best,
             "warm_best": warm_best, "imported": len(imported), "cold_trials": len(cold),
             "warm_trials": len(own), "cold_needed": cold_needed, "warm_needed": warm_needed,
+            "own_needed": own_needed,
             "met": warm_needed is not None and cold_needed is not None
             and warm_needed <= cold_needed / 2}
 
@@ -88,16 +91,18 @@ def warm_start(quick: bool) -> Row:
 
     def needed(run: dict, key: str) -> str:
         value = run[key]
-        return f">{run[key.replace('needed', 'trials')]}" if value is None else str(value)
+        return f">{run['cold_trials' if key == 'cold_needed' else 'warm_trials']}" \
+            if value is None else str(value)
 
     return Row(
         11, f"warm start after widening cnn_lr's learning rate ({NARROW['low']:g}.."
             f"{NARROW['high']:g}, {narrow} trials -> 1e-4..3e-2), {len(seeds)} seed(s): trials "
             "run until within 0.5 F1 points of the cold study's final best",
-        "warm start: " + "/".join(needed(r, "warm_needed") for r in runs) + " trials",
+        "warm start: " + "/".join(needed(r, "warm_needed") for r in runs) + " trials ("
+        + "/".join(needed(r, "own_needed") for r in runs) + " by its own trials' best alone)",
         f"cold ({cold} trials): " + "/".join(needed(r, "cold_needed") for r in runs) + " trials",
         "best F1 cold " + "/".join(f"{r['cold_best']:.4f}" for r in runs) + ", warm "
-        + "/".join(f"{r['warm_best']:.4f}" for r in runs) + ", narrow "
+        + "/".join(f"{r['warm_best']:.4f}" for r in runs) + ", the imported trials "
         + "/".join(f"{r['narrow_best']:.4f}" for r in runs),
         "warm start within 0.5 points in <= half the cold study's trials, every seed",
         all(r["met"] for r in runs), {"runs": runs, "narrow": NARROW, "within": WITHIN})

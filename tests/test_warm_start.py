@@ -40,6 +40,12 @@ def space(doc: dict, **changes):
 USER_MODEL = {"model": {"function": "user_models:small_dense"}, "training": {"max_epochs": 4},
               "params": {"learning_rate": LR}}
 
+OPTIMIZER_PARAMS = {"optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+                    "momentum": {"type": "float", "low": 0.0, "high": 0.9}}
+OPTIMIZER = {**OLD, "params": {**OLD["params"], **OPTIMIZER_PARAMS}}
+SGD_MOMENTUM = space(OPTIMIZER, params={"momentum": {**OPTIMIZER_PARAMS["momentum"],
+                                                     "when": {"optimizer": "sgd"}}})
+
 # (old space, new space, a trial's params in the old one, params in the new one or the reason)
 FITS = [
     # widened range: every old value lies inside
@@ -73,21 +79,11 @@ FITS = [
                                                      "default": 6}}),
      {"learning_rate": 5e-3}, {"learning_rate": 5e-3, "width": 6}),
     # a condition that now leaves out a value the trial had
-    ({**OLD, "params": {**OLD["params"],
-                        "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
-                        "momentum": {"type": "float", "low": 0.0, "high": 0.9}}},
-     space(OLD, params={"optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
-                        "momentum": {"type": "float", "low": 0.0, "high": 0.9,
-                                     "when": {"optimizer": "sgd"}}}),
-     {"learning_rate": 5e-3, "filters": 8, "optimizer": "adam", "momentum": 0.5},
+    (OPTIMIZER, SGD_MOMENTUM, {"learning_rate": 5e-3, "filters": 8, "optimizer": "adam",
+                               "momentum": 0.5},
      "momentum is no longer searched when optimizer in ['sgd']"),
     # ... and one that still holds
-    ({**OLD, "params": {**OLD["params"],
-                        "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
-                        "momentum": {"type": "float", "low": 0.0, "high": 0.9}}},
-     space(OLD, params={"optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
-                        "momentum": {"type": "float", "low": 0.0, "high": 0.9,
-                                     "when": {"optimizer": "sgd"}}}),
+    (OPTIMIZER, SGD_MOMENTUM,
      {"learning_rate": 5e-3, "filters": 8, "optimizer": "sgd", "momentum": 0.5},
      {"learning_rate": 5e-3, "filters": 8, "optimizer": "sgd", "momentum": 0.5}),
 ]

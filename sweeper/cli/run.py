@@ -24,6 +24,8 @@ SWEEP_EXAMPLES = f"""examples:
   sweeper sweep cnn_lr --trials 12 --timeout 8h --gpus 0,1 --workers-per-gpu 2
   sweeper sweep mlp_breast_cancer --workers 2 --storage postgresql+psycopg://me@db/sweeps
 Rerunning the same command resumes the study until the trial budget is reached.
+Changed the space since? --warm-start starts a new study seeded with the old one's trials that fit:
+  sweeper sweep cnn_lr --warm-start        # from the study cnn_lr last ran as; or --warm-start NAME
 One sweep per study at a time: a second is refused while the first runs; on another machine
 sharing a PostgreSQL/MySQL store, add --join to add its workers to the running sweep."""
 
