@@ -77,8 +77,7 @@ def status_text(url: str) -> str:
         lines.append(f"  {summary.study_name:<24} {counts.finished}/{budget} done: "
                      f"{counts.describe()}, running {counts.running}, waiting "
                      f"{counts.waiting}; {best}")
-        if keys.LINEAGE in study.user_attrs:
-            lines.append(f"    {warm_start.describe(study.user_attrs[keys.LINEAGE])}")
+        lines += [f"    {line}" for line in warm_start.lineage_lines(study)]
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             host = t.user_attrs.get(keys.HOST, "?")
             hosts.setdefault(host, set()).add(t.user_attrs.get(keys.PID))
@@ -151,9 +150,7 @@ def report(url: str, study_name: str, top: int = 10, out_dir: Path | None = None
     savings = pruning_savings([t for t in finished if ran_here(t)], space.max_epochs)
     weights = importances(study)
 
-    lineage = study.user_attrs.get(keys.LINEAGE)
-    lines = [f"study '{study_name}' in {mask_url(url)}",
-             *([warm_start.describe(lineage)] if lineage else []),
+    lines = [f"study '{study_name}' in {mask_url(url)}", *warm_start.lineage_lines(study),
              f"trials: {counts.describe()}, running {counts.running}, waiting {counts.waiting}",
              "", f"top {min(top, len(ranked))} trials:",
              f"  {'rank':>4} {'trial':>5} {'val F1':>7} {'test F1':>7} {'epochs':>6}  params"]

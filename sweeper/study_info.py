@@ -61,10 +61,9 @@ def note_markdown(study, space) -> str:
              f"({counts.describe()}), running {counts.running}",
              f"- last run: `{study.user_attrs.get(keys.COMMAND, '')}` at "
              f"{study.user_attrs.get(keys.STARTED, '?')}"]
-    if keys.LINEAGE in study.user_attrs:
-        from sweeper.warm_start import describe
+    from sweeper.warm_start import lineage_lines
 
-        lines.append(f"- {describe(study.user_attrs[keys.LINEAGE])}")
+    lines += [f"- {line}" for line in lineage_lines(study)]
     best = best_trial(study)
     if best is None:
         lines.append("- no completed trial yet")

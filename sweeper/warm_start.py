@@ -90,15 +90,15 @@ def choose_study(storage_url: str, space: SearchSpace, base: str, parent_name: s
     """(the study to sweep, the parent to seed it from). A new name, as --new-study picks it;
     or, when the space has not changed since the parent, the parent itself, resumed (no seed)."""
     from sweeper.storage.rdb import open_storage
-    from sweeper.studies import free_study_name, study_names
+    from sweeper.studies import free_study_name
 
-    parent = find_parent(open_storage(storage_url, heartbeat_s=None, create=False), storage_url,
-                         space, parent_name)
+    storage = open_storage(storage_url, heartbeat_s=None, create=False)
+    parent = find_parent(storage, storage_url, space, parent_name)
     if parent.user_attrs.get(keys.SPACE_HASH) == space.fingerprint:
         say(f"{space.source} has not changed since study '{parent.study_name}': resuming it, "
             "nothing to import")
         return parent.study_name, None
-    return free_study_name(base, study_names(storage_url)), parent
+    return free_study_name(base, [s.study_name for s in storage.get_all_studies()]), parent
 
 
 def seed_study(study, storage_url: str, space: SearchSpace, budget: int, parent, say) -> None:
@@ -217,6 +217,12 @@ def describe(lineage: dict) -> str:
     if not lineage.get("done", True):
         line += "; seeding was cut short: the next sweep of this study finishes it"
     return line
+
+
+def lineage_lines(study) -> list[str]:
+    """describe() of the study's lineage, as a list: empty for a study that was not seeded."""
+    lineage = study.user_attrs.get(keys.LINEAGE)
+    return [describe(lineage)] if lineage else []
 
 
 def _listed(changes: list[str], most: int = 3) -> str:
