@@ -22,7 +22,7 @@ class Slot:
     worker_id: int
     cuda_visible_devices: str
     memory_mb: int | None = None
-    memory_fraction: float | None = None  # the same share, as JAX takes it
+    memory_fraction: float | None = None  # the same share, as JAX and PyTorch take it
 
 
 # What packed workers may use of a GPU between them: the CUDA context of each takes some too.

@@ -33,6 +33,7 @@ HOST = "sweeper.host"  # also a study attribute: the machine of the last run
 PID = "sweeper.pid"
 CUDA_VISIBLE_DEVICES = "sweeper.cuda_visible_devices"  # the GPU slot the trial ran on
 DEVICES = "sweeper.devices"  # the GPUs its Keras backend saw
+BACKEND = "sweeper.backend"  # the Keras backend and its version, e.g. 'jax 0.10.2'
 THREADS = "sweeper.threads"  # TensorFlow's CPU threads: results differ in the last bits with it
 SEED = "sweeper.seed"
 RSS_MB = "sweeper.rss_mb"

@@ -31,7 +31,7 @@ from sweeper.errors import SweeperError, SweepFailed
 from sweeper.gpus import Slot
 from sweeper.handover import SLOT_LOCK_ENV, clear_markers, lock_path, successor_marker, successor_wanted
 from sweeper.lifeline import CONTROLLER_ENV
-from sweeper.pipeline.backend import GPU_MEMORY_ENV
+from sweeper.pipeline.backend import GPU_FRACTION_ENV, GPU_MEMORY_ENV
 from sweeper.storage.url import STORAGE_ENV
 from sweeper.worker import EXIT_DONE, EXIT_RECYCLE
 
@@ -166,8 +166,8 @@ class WorkerPool:
                SLOT_LOCK_ENV: str(worker.lock)}
         if slot.memory_mb:  # a worker packed with others on its GPU: its share of the memory
             env[GPU_MEMORY_ENV] = str(slot.memory_mb)
-        if slot.memory_fraction:
-            env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = str(slot.memory_fraction)
+        if slot.memory_fraction:  # the same share, for JAX and PyTorch (sweeper.pipeline.backend)
+            env[GPU_FRACTION_ENV] = str(slot.memory_fraction)
         worker.log_path = self.log_dir / f"worker-{slot.worker_id}.log"
         worker.done = False
         with open(worker.log_path, "ab") as log_file:

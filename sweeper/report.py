@@ -361,8 +361,10 @@ def retrain(url: str, study_name: str, params_file: Path | None = None,
     space = parse_space(study.user_attrs[keys.SPACE_YAML], source=f"study {study_name}")
     chosen = read_params_file(params_file) if params_file else best_params(url, study_name)
 
+    from sweeper.keras_backend import require_backend
     from sweeper.pipeline.backend import configure_backend
 
+    require_backend(space)
     # As the trial: the same thread count sums in the same order, so the same weights come out.
     configure_backend(chosen.get("threads") if as_trial else None)
     import dataclasses

@@ -106,8 +106,10 @@ def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = Non
         study, space, stored_budget = open_study(storage_url, study_name, worker_id, heartbeat_s)
     budget = budget or stored_budget
 
-    from sweeper.pipeline.backend import configure_backend, visible_accelerators
+    from sweeper.keras_backend import require_backend
+    from sweeper.pipeline.backend import backend_version, configure_backend, visible_accelerators
 
+    require_backend(space)
     configure_backend(threads)
     from sweeper.pipeline.data import load_dataset
     from sweeper.pipeline.objective import make_objective
@@ -121,7 +123,8 @@ def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = Non
 
     attrs = {keys.WORKER: worker_id, keys.HOST: socket.gethostname(), keys.PID: os.getpid(),
              keys.CUDA_VISIBLE_DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-             keys.DEVICES: visible_accelerators(), keys.THREADS: threads or os.cpu_count()}
+             keys.DEVICES: visible_accelerators(), keys.BACKEND: backend_version(),
+             keys.THREADS: threads or os.cpu_count()}
     objective = make_objective(space, attrs, STOP.is_set)
     startup_s = time.monotonic() - started
     log(f"worker {worker_id} on {attrs[keys.HOST]} (pid {attrs[keys.PID]}, CUDA_VISIBLE_DEVICES="

@@ -62,6 +62,7 @@ def test_stored_f1_is_scikit_learns_on_the_models_predictions(study, tmp_path):
         assert seconds[stage] >= 0
     # The parts of training add up to no more than the whole fit.
     assert seconds["epochs"] + seconds["f1"] + seconds["report"] <= seconds["train"] + 1e-3
+    assert 0 < seconds["first_epoch"] <= seconds["epochs"]  # the model's trace is in the first
     assert stored.user_attrs["sweeper.rss_mb"] > 0
     assert stored.user_attrs["sweeper.worker"] == 0
     assert stored.value > 0.3  # well above chance (0.1) after 3 epochs

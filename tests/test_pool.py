@@ -210,5 +210,5 @@ def test_a_packed_worker_is_told_its_share_of_the_gpu(tmp_path):
     pool.tend(accepting=True, work_left=True)
     packed, alone = (env for _, _, env in spawner.started)
     assert packed["SWEEPER_GPU_MEMORY_MB"] == "9000"
-    assert packed["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.225"
-    assert "SWEEPER_GPU_MEMORY_MB" not in alone and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in alone
+    assert packed["SWEEPER_GPU_MEMORY_FRACTION"] == "0.225"
+    assert "SWEEPER_GPU_MEMORY_MB" not in alone and "SWEEPER_GPU_MEMORY_FRACTION" not in alone

@@ -111,10 +111,12 @@ def run_sweep(args) -> int:
     from sweeper.controller import Controller, SweepOptions
     from sweeper.errors import SweeperError
     from sweeper.gpus import discover_gpus, gpu_memory_mb, make_slots
+    from sweeper.keras_backend import require_backend
     from sweeper.space import load_space
     from sweeper.storage.url import resolve_storage_url
 
     space = load_space(args.space)  # validated before anything is written
+    require_backend(space)  # the workers can train it here
     if args.join and args.warm_start is not None:
         raise SweeperError("--warm-start seeds a new study, and --join adds workers to a running "
                            "one; warm-start first, then --join that study")
@@ -152,9 +154,12 @@ def run_worker(args) -> int:
 
 
 def run_check(args) -> int:
+    from sweeper.keras_backend import require_backend
     from sweeper.space import load_space
 
     space = load_space(args.space)
+    backend = require_backend(space)
     print(f"{space.source}: ok ({len(space.params)} params: "
-          f"{', '.join(p.name for p in space.params)}; fingerprint {space.fingerprint})")
+          f"{', '.join(p.name for p in space.params)}; fingerprint {space.fingerprint}; "
+          f"Keras backend {backend})")
     return 0

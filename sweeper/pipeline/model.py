@@ -51,6 +51,12 @@ def augmentation_layers(strength: float, flip: bool) -> list:
     ]
     if flip:
         layers.append(keras.layers.RandomFlip("horizontal"))
+    if keras.backend.backend() == "jax":
+        # Keras marks these layers unfit for XLA (TensorFlow's image transform op is), and a
+        # model holding one then trains op by op: on JAX ~25x slower per epoch (digits CNN,
+        # CPU: 2.5 s against 0.09 s). JAX's own transform compiles, so the train step may too.
+        for layer in layers:
+            layer.supports_jit = True
     return layers
 
 
