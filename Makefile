@@ -54,7 +54,7 @@ $(LINT_STAMP): $(STAMP)
 	touch $(LINT_STAMP)
 
 lint: $(LINT_STAMP)
-	$(BIN)/ruff check sweeper tests benchmarks
+	$(BIN)/ruff check sweeper tests benchmarks gpu_kit
 	$(BIN)/mypy
 
 $(STAMP): pyproject.toml
@@ -106,5 +106,23 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))
 
+# On a machine with NVIDIA GPUs: pinning, the backend, packing 1, 2 and 4 workers per GPU
+# (GPU_CHECK_SECONDS of sweeping each, 100 by default: about 8 minutes in all).
+GPU_CHECK_SECONDS ?=
+
 gpu-check: $(STAMP)
-	$(BIN)/python -m benchmarks.gpu_check --space $(SPACE)
+	$(BIN)/python -m benchmarks.gpu_check --space $(SPACE) \
+		$(if $(GPU_CHECK_SECONDS),--seconds-per-packing $(GPU_CHECK_SECONDS))
+
+# The offline kit for GPU nodes without internet or TensorFlow: storage/gpu-kit/ (the project and
+# the wheels the node's image lacks, for its Python and platform). On the node:
+#   bash gpu-kit/run gpu-check
+KIT_PYTHON ?= 3.12
+KIT_PLATFORM ?= manylinux_2_28_x86_64
+KIT_LIMIT_MIB ?= 60
+KIT_FROM_IMAGE ?= numpy scipy
+
+.PHONY: gpu-kit
+gpu-kit: $(STAMP)
+	$(BIN)/python -m gpu_kit.build --python $(KIT_PYTHON) --platform $(KIT_PLATFORM) \
+		--limit-mib $(KIT_LIMIT_MIB) --from-image "$(KIT_FROM_IMAGE)"

@@ -16,8 +16,8 @@ from sweeper.storage.url import mask_url
 from sweeper.text import short
 from sweeper.trials import best_trial, first_value
 
-PACKAGES = ("sweeper", "optuna", "optuna-dashboard", "tensorflow", "keras", "numpy", "scikit-learn",
-            "sqlalchemy")
+PACKAGES = ("sweeper", "optuna", "optuna-dashboard", "tensorflow", "jax", "jaxlib", "torch", "keras",
+            "numpy", "scikit-learn", "sqlalchemy")
 
 
 def package_versions() -> dict[str, str]:
@@ -81,6 +81,11 @@ def note_markdown(study, space) -> str:
 
 
 def write_note(study, space) -> None:
-    from optuna_dashboard import save_note
+    """The note on the study page. Where optuna-dashboard is not installed (the GPU kit leaves it
+    out), there is no note to write: the next sweep of the study where it is installed writes it."""
+    try:
+        from optuna_dashboard import save_note
+    except ImportError:
+        return
 
     save_note(study, note_markdown(study, space))
