@@ -181,7 +181,8 @@ def main(argv=None) -> int:
     except ValueError:
         shown = Path(kit["path"])
     print(f"{shown}: {kit['bytes'] / 2**20:.1f} MiB (limit {args.limit_mib:g} MiB): "
-          f"{len(kit['wheels'])} wheels for Python {kit['python']} on {kit['platform']}, and the "
+          f"{len(kit['wheels'])} wheels for Python {kit['python']} on "
+          f"{'this machine' if kit['platform'] == 'native' else kit['platform']}, and the "
           f"project; the node's image provides {', '.join(kit['from_image']) or 'nothing'} and a "
           "Keras backend (JAX, PyTorch or TensorFlow)")
     print(f"on the node, with no network:  bash {shown.name}/run gpu-check   "
