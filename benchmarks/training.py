@@ -118,11 +118,16 @@ def compile_seconds(trials: list[dict]) -> tuple[float, float]:
     return common.median(costs), common.median(epochs)
 
 
-def _after_first(trials: list[dict]) -> list[dict]:
+def _by_worker(trials: list[dict]) -> list[list[dict]]:
+    """Each worker's trials, in the order they started."""
     by_worker: dict = {}
     for t in sorted(trials, key=lambda t: t["start"]):
         by_worker.setdefault(t["worker"], []).append(t)
-    return [t for runs in by_worker.values() for t in runs[1:]]
+    return list(by_worker.values())
+
+
+def _after_first(trials: list[dict]) -> list[dict]:
+    return [t for runs in _by_worker(trials) for t in runs[1:]]
 
 
 def trial_overhead(trials: list[dict], by_backend: dict[str, list[dict]] | None = None) -> Row:
@@ -130,12 +135,9 @@ def trial_overhead(trials: list[dict], by_backend: dict[str, list[dict]] | None 
     store for the trial) in the same worker. A worker's first trial also pays for importing
     TensorFlow and is left out. Beside it, from `by_backend` (the trials of a sweep under each
     Keras backend), the part of a first epoch that is compiling (in "training epochs" above)."""
-    by_worker: dict = {}
-    for t in sorted(trials, key=lambda t: t["start"]):
-        by_worker.setdefault(t["worker"], []).append(t)
     parts: dict[str, list[float]] = {}
     totals = []
-    for runs in by_worker.values():
+    for runs in _by_worker(trials):
         for before, t in zip(runs, runs[1:]):
             s = t["seconds"]
             wall = t["end"] - t["start"]

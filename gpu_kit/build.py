@@ -32,6 +32,8 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from sweeper.study_info import git_commit
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "storage" / "gpu-kit"
 EXCLUDED = {
@@ -130,7 +132,7 @@ def build(out: Path, python: str, platform_tag: str, limit_mib: float,
                "platform": "native" if python == "native" else platform_tag,
                "requirements": requirements, "from_image": sorted(image),
                "wheels": sorted(w.name for w in wheels.glob("*.whl")),
-               "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": _commit()}
+               "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": git_commit(ROOT)}
         (partial / "kit.json").write_text(json.dumps(kit, indent=1) + "\n")
         size = folder_bytes(partial)
         if size > limit_mib * 2**20:
@@ -144,14 +146,6 @@ def build(out: Path, python: str, platform_tag: str, limit_mib: float,
         return {**kit, "bytes": size, "path": str(out)}
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-
-
-def _commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip() or None
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def main(argv=None) -> int:

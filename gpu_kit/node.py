@@ -90,16 +90,18 @@ def choose_backend() -> str:
                    "PYTHON=/path/to/python")
 
 
-def command(project: Path, venv: Path, args: list[str]) -> list[str]:
+def command(venv: Path, args: list[str]) -> list[str]:
     if args[0] != "gpu-check":
         return [str(venv / "bin" / "sweeper"), *args]
     if shutil.which("make"):
         return ["make", "--no-print-directory", "gpu-check", *args[1:]]
-    settings = dict(arg.split("=", 1) for arg in args[1:] if "=" in arg)  # as make would take them
-    return [str(venv / "bin" / "python"), "-m", "benchmarks.gpu_check", "--space",
-            settings.get("SPACE", "cnn_lr"), *(["--seconds-per-packing",
-                                                settings["GPU_CHECK_SECONDS"]]
-                                               if "GPU_CHECK_SECONDS" in settings else [])]
+    # No make on the node: what the Makefile's gpu-check runs, with its variables.
+    settings = dict(arg.split("=", 1) for arg in args[1:] if "=" in arg)
+    check = [str(venv / "bin" / "python"), "-m", "benchmarks.gpu_check",
+             "--space", settings.get("SPACE", "cnn_lr")]
+    if "GPU_CHECK_SECONDS" in settings:
+        check += ["--seconds-per-packing", settings["GPU_CHECK_SECONDS"]]
+    return check
 
 
 def main(argv: list[str]) -> int:
@@ -131,7 +133,7 @@ def main(argv: list[str]) -> int:
     print(f"kit: Keras backend {backend} (KERAS_BACKEND to choose another), Python {version}",
           flush=True)
     os.chdir(project)
-    argv_ = command(project, venv, args)
+    argv_ = command(venv, args)
     os.execvpe(argv_[0], argv_, {**os.environ, "KERAS_BACKEND": backend})
 
 

@@ -30,10 +30,11 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def git_commit() -> str | None:
+def git_commit(folder=None) -> str | None:
+    """The commit checked out in `folder` (default: the current one), if it is a git checkout."""
     try:
         result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5)
+                                timeout=5, cwd=folder)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout.strip() if result.returncode == 0 else None
