@@ -46,7 +46,8 @@ test: $(STAMP)
 
 install: $(STAMP)
 
-# Style, unused names, import order (ruff) and types (mypy) of the package; CI runs it.
+# Style, unused names, import order (ruff), types (mypy) and the layers of the package
+# (import-linter, contracts in pyproject.toml); CI runs it.
 LINT_STAMP := $(VENV)/.installed-lint
 
 $(LINT_STAMP): $(STAMP)
@@ -56,6 +57,7 @@ $(LINT_STAMP): $(STAMP)
 lint: $(LINT_STAMP)
 	$(BIN)/ruff check sweeper tests benchmarks gpu_kit
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

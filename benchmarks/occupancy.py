@@ -16,7 +16,7 @@ WORKERS, RECYCLE_AFTER = 2, 5
 def slot_occupancy(quick: bool) -> Row:
     import optuna
 
-    from sweeper.occupancy import runs_of, slot_use
+    from sweeper.results.occupancy import runs_of, slot_use
 
     trials = 30 if quick else 100
     work = common.workdir("row9")

@@ -10,7 +10,7 @@ RAY_PUBLISHED = {"trials": 10_000, "seconds": 1.0, "cpus": 16, "wall": 715.0, "i
 
 def _prepare(url: str, trials: int, epochs: int) -> None:
     from benchmarks.sleep_worker import sleep_space
-    from sweeper.studies import prepare_study
+    from sweeper.sweep.studies import prepare_study
 
     prepare_study(sleep_space(epochs), url, "bench", trials)
 

@@ -2,9 +2,9 @@
 
     python -m benchmarks.sleep_worker URL STUDY SECONDS_PER_TRIAL EPOCHS
 
-It opens the study as a real worker does (`sweeper.worker.open_study`: same store settings,
-heartbeats, sampler and pruner) and runs the real worker loop (`sweeper.worker.run_trials`) on
-a study made by `sweeper.studies.prepare_study`; only the objective differs: it sleeps
+It opens the study as a real worker does (`sweeper.worker.loop.open_study`: same store settings,
+heartbeats, sampler and pruner) and runs the real worker loop (`sweeper.worker.loop.run_trials`) on
+a study made by `sweeper.sweep.studies.prepare_study`; only the objective differs: it sleeps
 SECONDS_PER_TRIAL in EPOCHS steps, reporting a value after each.
 """
 
@@ -56,7 +56,7 @@ def sleep_objective(seconds: float, epochs: int):
 def main(url: str, study_name: str, seconds: str, epochs: str) -> int:
     import optuna
 
-    from sweeper.worker import open_study, run_trials
+    from sweeper.worker.loop import open_study, run_trials
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study, _, budget = open_study(url, study_name, worker_id=str(os.getpid()))

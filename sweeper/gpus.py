@@ -25,6 +25,10 @@ class Slot:
     memory_fraction: float | None = None  # the same share, as JAX and PyTorch take it
 
 
+# Set when workers share a GPU: this worker's share of its memory, in MiB and as a fraction
+# (the pool sets them, the worker's backend set-up reads them).
+GPU_MEMORY_ENV = "SWEEPER_GPU_MEMORY_MB"
+GPU_FRACTION_ENV = "SWEEPER_GPU_MEMORY_FRACTION"
 # What packed workers may use of a GPU between them: the CUDA context of each takes some too.
 SHARED_GPU_USABLE = 0.9
 

@@ -18,7 +18,7 @@ BUDGET = "sweeper.n_trials"  # finished trials to reach, shared by every worker
 KEEP_MODELS = "sweeper.keep_models"
 EVICTED_MODELS = "sweeper.evicted_models"  # artifact ids of models no longer kept
 CONTROLLER = "sweeper.controller"  # who sweeps the study now: named to a refused second sweep
-# A study seeded from another (sweeper.warm_start): its parent, what changed, what was seeded.
+# A study seeded from another (sweeper.sweep.warm_start): its parent, what changed, what was seeded.
 LINEAGE = "sweeper.lineage"
 # How the last run was started.
 COMMAND = "sweeper.command"
@@ -43,7 +43,7 @@ LOSS_HISTORY = "sweeper.loss_history"
 SECONDS = "sweeper.seconds"  # where the trial's time went
 FAIL_REASON = "sweeper.fail_reason"
 PRUNE_REASON = "sweeper.prune_reason"
-REQUEUE = "sweeper.requeue"  # see sweeper.retries
+REQUEUE = "sweeper.requeue"  # see sweeper.worker.retries
 MODEL_ARTIFACT = "sweeper.model_artifact"
 TEST_PREFIX = "sweeper.test_"  # + f1, precision, recall, accuracy
 TEST_F1 = TEST_PREFIX + "f1"
@@ -63,7 +63,7 @@ FLOAT_VAL_F1 = "sweeper.float_val_f1"  # before compression (sweeper.test_* are 
 COMPRESSED_VAL_F1 = "sweeper.compressed_val_f1"
 COMPRESSED_TEST_F1 = "sweeper.compressed_test_f1"
 # Known once the model is built: weights it will keep, all x (1 - sparsity). In a multi-objective
-# study a trial's per-epoch F1 is judged against trials no larger (sweeper.multi_objective).
+# study a trial's per-epoch F1 is judged against trials no larger (sweeper.pipeline.multi_objective).
 EXPECTED_NONZERO = "sweeper.expected_nonzero_params"
 
 # Trials seeded by a warm start: {"study": parent, "trial": number} of the trial they come from.

@@ -47,5 +47,5 @@ def direction_of(study) -> str:
 
 def ran_here(trial) -> bool:
     """Whether the study ran the trial itself, rather than importing it from the study it was
-    warm-started from (sweeper.warm_start): only trials run here used its slots and epochs."""
+    warm-started from (sweeper.sweep.warm_start): only trials run here used its slots and epochs."""
     return keys.IMPORTED_FROM not in trial.user_attrs

@@ -94,7 +94,7 @@ def _near_instant_worker(url: str, study_name: str, budget: int, queue) -> None:
     from sweeper import keys
     from sweeper.space import parse_space
     from sweeper.storage.rdb import open_storage
-    from sweeper.worker import run_trials
+    from sweeper.worker.loop import run_trials
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(url, heartbeat_s=5))
     text = study.user_attrs.get(keys.SPACE_YAML)

@@ -17,7 +17,7 @@ import optuna
 import pytest
 from conftest import ROOT
 
-from sweeper.artifacts import artifact_dir, save_trial_artifacts
+from sweeper.pipeline.artifacts import artifact_dir, save_trial_artifacts
 from sweeper.storage.rdb import open_storage
 
 pytestmark = pytest.mark.slow

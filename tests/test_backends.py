@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
+from sweeper.gpus import GPU_FRACTION_ENV
 from sweeper.keras_backend import BackendError, backend_name, require_backend
-from sweeper.pipeline.backend import GPU_FRACTION_ENV, backend_environment
+from sweeper.pipeline.backend import backend_environment
 from sweeper.space import load_space
 
 

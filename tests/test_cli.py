@@ -66,7 +66,7 @@ def test_every_command_has_help_with_an_example(command, capsys):
 
 
 def test_cli_and_controller_do_not_import_tensorflow():
-    code = ("import sys, sweeper.cli, sweeper.controller, sweeper.worker; "
+    code = ("import sys, sweeper.cli, sweeper.sweep.controller, sweeper.worker.loop; "
             "print(sorted(m for m in ('tensorflow', 'keras', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -21,13 +21,13 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sweeper import controller
 from sweeper.cli import build_parser, main
 from sweeper.cli.args import MAX_COUNT, int_between, non_negative_int, parse_duration, positive_int, unix_time
 from sweeper.errors import GpuError, SpaceError
 from sweeper.gpus import parse_gpu_list
-from sweeper.multi_objective import load_prunable_study, report, should_prune
+from sweeper.pipeline.multi_objective import load_prunable_study, report, should_prune
 from sweeper.space import SearchSpace, load_space
+from sweeper.sweep import controller
 
 ROOT = Path(__file__).resolve().parents[1]
 BASES = [(ROOT / "search_spaces" / f"{name}.yaml").read_text()

@@ -12,12 +12,12 @@ import time
 import pytest
 from conftest import ROOT
 
-from sweeper.handover import SlotLock, successor_marker, successor_wanted, time_to_ask
+from sweeper.worker.handover import SlotLock, successor_marker, successor_wanted, time_to_ask
 
 HOLDER = """
 import sys, threading, time
 from pathlib import Path
-from sweeper.handover import SlotLock
+from sweeper.worker.handover import SlotLock
 slot = SlotLock(Path(sys.argv[1]))
 assert slot.take(threading.Event())
 print("holding", flush=True)

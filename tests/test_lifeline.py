@@ -15,14 +15,14 @@ import pytest
 from conftest import ROOT
 
 from sweeper.errors import SweeperError
-from sweeper.host_workers import _worker_study, host_workers, wait_for_leftovers
-from sweeper.lifeline import CONTROLLER_ENV, EXIT_GRACE_S, controller_pid, watch_controller
+from sweeper.sweep.host_workers import _worker_study, host_workers, wait_for_leftovers
+from sweeper.worker.lifeline import CONTROLLER_ENV, EXIT_GRACE_S, controller_pid, watch_controller
 
 # A process that watches its controller and reports what the worker would be told. With
 # IGNORE=1 it goes on as if busy, so the lifeline's own exit must end it.
 WATCHER = """
 import os, sys, threading, time
-from sweeper.lifeline import watch_controller
+from sweeper.worker.lifeline import watch_controller
 told = threading.Event()
 def stop(why):
     with open(os.environ["REPORT"], "a") as report:

@@ -1,5 +1,5 @@
 """Multi-objective studies: metrics and their bounds read from text, studies made with one label per
-objective, and per-epoch pruning that Optuna alone refuses (sweeper.multi_objective). No
+objective, and per-epoch pruning that Optuna alone refuses (sweeper.pipeline.multi_objective). No
 TensorFlow: the objectives here report made-up F1 values."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import pytest
 
 from sweeper import keys
 from sweeper.metrics import Bound, BoundError, metric_value, parse_bound, parse_pick
-from sweeper.multi_objective import load_prunable_study, report, should_prune
+from sweeper.pipeline.multi_objective import load_prunable_study, report, should_prune
 from sweeper.space import parse_space
 from sweeper.storage.locks import budget_lock
-from sweeper.studies import prepare_study
-from sweeper.trial_run import Ending, run_one
+from sweeper.sweep.studies import prepare_study
+from sweeper.worker.trial_run import Ending, run_one
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 

@@ -9,9 +9,9 @@ import datetime
 import optuna
 import pytest
 
-from sweeper.occupancy import Run, percentile, slot_hours, slot_use
+from sweeper.results.occupancy import Run, percentile, slot_hours, slot_use
 from sweeper.space import parse_space
-from sweeper.studies import prepare_study
+from sweeper.sweep.studies import prepare_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 State = optuna.trial.TrialState
@@ -79,7 +79,7 @@ params:
 
 
 def test_report_shows_the_figures_of_a_hand_made_store(tmp_path, monkeypatch):
-    from sweeper.report import report
+    from sweeper.results.report import report
 
     monkeypatch.chdir(tmp_path)
     url = f"sqlite:///{tmp_path / 'store.db'}"

@@ -7,7 +7,7 @@ import optuna
 import pytest
 from sklearn.metrics import f1_score
 
-from sweeper.artifacts import artifact_store
+from sweeper.pipeline.artifacts import artifact_store
 from sweeper.space import parse_space
 from sweeper.storage.rdb import open_storage
 
@@ -155,7 +155,7 @@ def test_what_earlier_trials_leave_is_out_of_the_collectors_sight(study):
     import gc
 
     from sweeper.pipeline.objective import make_objective
-    from sweeper.worker import TrialLoop
+    from sweeper.worker.loop import TrialLoop
 
     space = parse_space(SPACE.replace("max_epochs: 3", "max_epochs: 2")
                         .replace("pruner: none", "pruner: {name: median, n_startup_trials: 1}"))

@@ -10,7 +10,7 @@ import pytest
 
 from sweeper.errors import SweeperError, SweepFailed
 from sweeper.gpus import Slot
-from sweeper.pool import CRASH_LIMIT, WorkerPool
+from sweeper.sweep.pool import CRASH_LIMIT, WorkerPool
 
 EXIT_DONE, EXIT_RECYCLE = 0, 3
 
@@ -149,8 +149,8 @@ def test_drain_warns_every_live_worker(pool):
 
 
 def _ask_for_successor(pool, slot: int) -> None:
-    """What a worker close to its replacement does (sweeper.handover)."""
-    from sweeper.handover import successor_marker
+    """What a worker close to its replacement does (sweeper.worker.handover)."""
+    from sweeper.worker.handover import successor_marker
 
     successor_marker(pool.workers[slot].lock).touch()
 

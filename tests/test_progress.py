@@ -9,9 +9,9 @@ import io
 import optuna
 import pytest
 
-from sweeper.progress import ProgressView, RunningTrial, Snapshot, summary_lines, time_left
 from sweeper.storage.counts import TrialCounts, study_counts
 from sweeper.storage.rdb import open_storage
+from sweeper.sweep.progress import ProgressView, RunningTrial, Snapshot, summary_lines, time_left
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

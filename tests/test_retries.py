@@ -14,12 +14,12 @@ import optuna
 import pytest
 from sqlalchemy import event
 
-from sweeper import retries
-from sweeper.host_workers import ran_here_and_gone
-from sweeper.retries import fail_and_requeue, mark, pending, queue_pending
 from sweeper.storage.counts import count_trials
 from sweeper.storage.errors import store_errors
 from sweeper.storage.rdb import MAX_RETRIES, open_storage
+from sweeper.sweep.host_workers import ran_here_and_gone
+from sweeper.worker import retries
+from sweeper.worker.retries import fail_and_requeue, mark, pending, queue_pending
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 State = optuna.trial.TrialState

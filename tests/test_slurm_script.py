@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sweeper.errors import SweeperError
-from sweeper.slurm import SlurmJob, check_time_limit, limit_seconds, render_script
+from sweeper.sweep.slurm import SlurmJob, check_time_limit, limit_seconds, render_script
 
 
 @pytest.mark.parametrize("text, seconds", [
@@ -61,7 +61,7 @@ def test_a_warm_started_array_sweeps_the_seeded_study(project):
 
     from sweeper import keys
     from sweeper.space import load_space
-    from sweeper.studies import prepare_study
+    from sweeper.sweep.studies import prepare_study
 
     url = f"sqlite:///{project / 'storage' / 'tiny_cnn.db'}"
     old = load_space("tiny_cnn")

@@ -20,7 +20,8 @@ from sweeper.storage.counts import count_trials
 from sweeper.storage.locks import budget_lock, sweep_lock
 from sweeper.storage.rdb import open_storage, retry_callback
 from sweeper.storage.url import default_storage_url, mask_url, resolve_storage_url, sqlite_path
-from sweeper.worker import EXIT_DONE, run_trials
+from sweeper.worker.exits import EXIT_DONE
+from sweeper.worker.loop import run_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -475,7 +476,7 @@ def test_the_budget_lock_is_released_once_the_trial_exists(tmp_path):
     """Racing workers near the end of the budget wait for one trial's INSERT, not for the rest
     of its start (the sampler, reading it back, its first heartbeat): the lock goes as soon as
     the trial (new, or a waiting retry) is in the store."""
-    from sweeper.trial_run import run_one
+    from sweeper.worker.trial_run import run_one
 
     events: list[str] = []
 
@@ -500,7 +501,7 @@ def test_starting_a_sweep_reads_no_trials_of_the_studies_in_the_store(storage_ur
     import sqlalchemy
 
     from sweeper.space import parse_space
-    from sweeper.studies import prepare_study
+    from sweeper.sweep.studies import prepare_study
 
     space = parse_space("dataset: {name: digits}\nmodel: {name: mlp}\npruner: none\nparams:\n"
                         "  dropout: {type: float, low: 0.0, high: 0.5}\n")
@@ -537,7 +538,7 @@ def test_the_budget_lock_covers_more_racing_workers_than_its_fixed_margin(tmp_pa
     """With 70 trials running (70 workers, more than the fixed margin of 64), 80 free slots are
     already close enough to the end for a race of them to overshoot: the lock is taken. With 10
     running, 80 free slots are not."""
-    from sweeper.worker import LOCK_MARGIN, _slot_free
+    from sweeper.worker.loop import LOCK_MARGIN, _slot_free
 
     storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_s=None)
     study = optuna.create_study(storage=storage, study_name="wide")

@@ -1,5 +1,5 @@
 """What the worker's loop learns of a finished trial without reading it back from the store
-(sweeper.trial_run.Finished) agrees with what Optuna stored, for every way a trial ends."""
+(sweeper.worker.trial_run.Finished) agrees with what Optuna stored, for every way a trial ends."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from sweeper import keys
 from sweeper.storage.locks import budget_lock
 from sweeper.storage.rdb import open_storage
-from sweeper.trial_run import Ending, run_one
+from sweeper.worker.trial_run import Ending, run_one
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 

@@ -1,4 +1,4 @@
-"""Warm starts (sweeper.warm_start, sweeper.space.changes): which trials of an earlier space fit a
+"""Warm starts (sweeper.sweep.warm_start, sweeper.space.changes): which trials of an earlier space fit a
 changed one, what is imported or queued, the budget, the lineage, and queued re-runs racing on
 every store. Real Optuna studies in real stores; no TensorFlow (trials are made by the test)."""
 
@@ -11,13 +11,14 @@ from conftest import race_workers
 
 from sweeper import keys
 from sweeper.errors import StorageError
+from sweeper.results.lineage import describe
 from sweeper.space import parse_space
 from sweeper.space.changes import fit, ran_with, result_changes
 from sweeper.storage.counts import study_counts
 from sweeper.storage.rdb import open_storage
-from sweeper.studies import prepare_study
-from sweeper.warm_start import RERUN_BEST, describe, find_parent, plan, seed
-from sweeper.worker import EXIT_DONE
+from sweeper.sweep.studies import prepare_study
+from sweeper.sweep.warm_start import RERUN_BEST, find_parent, plan, seed
+from sweeper.worker.exits import EXIT_DONE
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if argv is None and any("://" in arg for arg in sys.argv):
-        from sweeper.process_title import hide_passwords
+        from sweeper.cli.process_title import hide_passwords
 
         hide_passwords(sys.argv)
     try:

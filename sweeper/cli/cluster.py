@@ -43,11 +43,11 @@ def register(commands) -> None:
 
 
 def run_slurm(args) -> int:
-    from sweeper.slurm import SlurmJob, check_time_limit, submit, write_script
     from sweeper.space import load_space
     from sweeper.storage.url import mask_url, resolve_storage_url
-    from sweeper.studies import prepare_study
-    from sweeper.warm_start import choose_study, seed_study
+    from sweeper.sweep.slurm import SlurmJob, check_time_limit, submit, write_script
+    from sweeper.sweep.studies import prepare_study
+    from sweeper.sweep.warm_start import choose_study, seed_study
 
     space = load_space(args.space)
     url = resolve_storage_url(args.storage, space.name)

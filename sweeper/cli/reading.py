@@ -86,9 +86,9 @@ def _read_url(args) -> str:
 def run_dashboard(args) -> int:
     import ipaddress
 
-    from sweeper.artifacts import artifact_store
     from sweeper.errors import StorageError
-    from sweeper.report import open_existing
+    from sweeper.pipeline.artifacts import artifact_store
+    from sweeper.results.report import open_existing
     from sweeper.storage.url import mask_url
 
     url = _read_url(args)
@@ -112,7 +112,7 @@ def run_dashboard(args) -> int:
 
 
 def run_status(args) -> int:
-    from sweeper.report import status_text
+    from sweeper.results.report import status_text
 
     print(status_text(_read_url(args)))
     return 0
@@ -121,7 +121,7 @@ def run_status(args) -> int:
 def run_report(args) -> int:
     from pathlib import Path
 
-    from sweeper.report import report
+    from sweeper.results.report import report
 
     text, _ = report(_read_url(args), args.study or args.space, args.top,
                      Path(args.out) if args.out else None)
@@ -134,7 +134,7 @@ def run_best(args) -> int:
 
     import yaml
 
-    from sweeper.report import best_params
+    from sweeper.results.report import best_params
 
     best = best_params(_read_url(args), args.study or args.space, args.pick)
     print(f"{'picked' if args.pick else 'best'} trial {best['trial']}: validation F1 "
@@ -153,7 +153,7 @@ def run_best(args) -> int:
 def run_retrain(args) -> int:
     from pathlib import Path
 
-    from sweeper.report import retrain
+    from sweeper.results.retrain import retrain
 
     result = retrain(_read_url(args), args.study or args.space,
                      Path(args.params) if args.params else None,

@@ -108,12 +108,12 @@ def _worker_command(commands) -> None:
 
 
 def run_sweep(args) -> int:
-    from sweeper.controller import Controller, SweepOptions
     from sweeper.errors import SweeperError
     from sweeper.gpus import discover_gpus, gpu_memory_mb, make_slots
     from sweeper.keras_backend import require_backend
     from sweeper.space import load_space
     from sweeper.storage.url import resolve_storage_url
+    from sweeper.sweep.controller import Controller, SweepOptions
 
     space = load_space(args.space)  # validated before anything is written
     require_backend(space)  # the workers can train it here
@@ -142,7 +142,7 @@ def run_sweep(args) -> int:
 def run_worker(args) -> int:
     from sweeper.errors import StorageError
     from sweeper.storage.url import STORAGE_ENV, resolve_storage_url
-    from sweeper.worker import run_worker as work
+    from sweeper.worker.loop import run_worker as work
 
     url = args.storage or os.environ.get(STORAGE_ENV)
     if not url:

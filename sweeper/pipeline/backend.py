@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import os
 
+from sweeper.gpus import GPU_FRACTION_ENV, GPU_MEMORY_ENV
 from sweeper.keras_backend import backend_name
 
-GPU_MEMORY_ENV = "SWEEPER_GPU_MEMORY_MB"  # set when workers share a GPU: this one's share
-GPU_FRACTION_ENV = "SWEEPER_GPU_MEMORY_FRACTION"  # the same share, as a fraction of the GPU
 JAX_FRACTION_ENVS = ("XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_CLIENT_MEM_FRACTION")
 
 

@@ -19,9 +19,9 @@ import optuna
 import psutil
 
 from sweeper import keys
-from sweeper.artifacts import save_trial_artifacts
 from sweeper.metrics import metric_value
 from sweeper.pipeline import compress, evaluate, train
+from sweeper.pipeline.artifacts import save_trial_artifacts
 from sweeper.pipeline.data import Dataset, load_dataset
 from sweeper.pipeline.model import build_model
 from sweeper.space import SearchSpace
@@ -64,7 +64,7 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
     batch_size = int(hparam(hp, "batch_size"))
     steps = -(-len(data.x_train) // batch_size)
     model = build_model(config["model"], hp, data, steps, space.max_epochs)
-    if space.is_multi_objective:  # what its pruner compares it with (sweeper.multi_objective)
+    if space.is_multi_objective:  # what its pruner compares it with (sweeper.pipeline.multi_objective)
         sparsity = compress_spec(space.compress, hp).sparsity if space.compress else 0.0
         trial.set_user_attr(keys.EXPECTED_NONZERO, round(model.count_params() * (1 - sparsity)))
     seconds["build"] = time.perf_counter() - started
@@ -140,7 +140,7 @@ def make_objective(space: SearchSpace, worker_attrs: dict, should_stop=None):
             raise
         finally:
             # Without collecting: the worker's loop collects once the trial has fully ended
-            # (sweeper.worker), when nothing of it is still referenced.
+            # (sweeper.worker.loop), when nothing of it is still referenced.
             keras.backend.clear_session(free_memory=False)
 
     return objective

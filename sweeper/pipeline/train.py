@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import optuna
 
-from sweeper import multi_objective
+from sweeper.pipeline import multi_objective
 from sweeper.pipeline.evaluate import f1, predict_classes
 
 

@@ -1,5 +1,5 @@
 """What changed between two versions of a search space, and which trials of the old one fit the
-new one: the rules of a warm start (sweeper.warm_start). Pure functions, no store.
+new one: the rules of a warm start (sweeper.sweep.warm_start). Pure functions, no store.
 
 - A trial fits the new space when every param the new space would ask for, given the trial's
   other params, has a value it could suggest (inside the new range or choices):

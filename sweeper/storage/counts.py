@@ -2,7 +2,7 @@
 answers 'is a slot free?' from the same numbers.
 
 The budget is what a study runs: a retry takes its failed trial's slot, and trials imported by a
-warm start (sweeper.warm_start) take none."""
+warm start (sweeper.sweep.warm_start) take none."""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ def engine_kwargs(url: str, read_only: bool = False) -> dict:
 
 def retry_callback():
     """Queues a failed trial again with its params, at most MAX_RETRIES times; shared by
-    heartbeats and by sweeper.retries."""
+    heartbeats and by sweeper.worker.retries."""
     import optuna
 
     with _quiet_experimental():

@@ -26,7 +26,7 @@ import keras, numpy as np, optuna
 from optuna.artifacts import download_artifact
 from sklearn.metrics import f1_score
 from sweeper import keys
-from sweeper.artifacts import artifact_store
+from sweeper.pipeline.artifacts import artifact_store
 from sweeper.pipeline.data import load_dataset
 from sweeper.space import parse_space
 

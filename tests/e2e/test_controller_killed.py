@@ -117,8 +117,8 @@ def test_a_retry_a_full_disk_kept_from_being_queued_runs_on_the_next_sweep(proje
     its one budget slot, and the next sweep runs it again."""
     from sqlalchemy import event
 
-    from sweeper.retries import fail_and_requeue
     from sweeper.space import load_space
+    from sweeper.worker.retries import fail_and_requeue
 
     url = f"sqlite:///{project / 'storage' / 'tiny_cnn.db'}"
     first = run_sweeper("sweep", "tiny_cnn", "--trials", "2", "--workers", "1")

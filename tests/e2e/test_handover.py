@@ -10,7 +10,7 @@ import optuna
 import pytest
 from conftest import load, run_sweeper
 
-from sweeper.occupancy import runs_of, slot_use
+from sweeper.results.occupancy import runs_of, slot_use
 
 pytestmark = pytest.mark.slow
 

@@ -176,7 +176,7 @@ def test_read_only_commands_create_nothing(swept, args, message):
 def test_best_of_a_study_without_completed_trials(tmp_path):
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     from sweeper.space import load_space
-    from sweeper.studies import prepare_study
+    from sweeper.sweep.studies import prepare_study
 
     prepare_study(load_space(str(TEST_SPACES / "tiny_cnn.yaml")), url, "tiny_cnn", 3)
     result = run_sweeper("best", "tiny_cnn", "--storage", url)

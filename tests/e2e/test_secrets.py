@@ -131,7 +131,7 @@ def test_dashboard_listens_on_this_machine_only_unless_asked(project, host, warn
 def test_artifact_ids_cannot_leave_the_artifact_folder(tmp_path):
     import io
 
-    from sweeper.artifacts import artifact_store
+    from sweeper.pipeline.artifacts import artifact_store
 
     store = artifact_store(tmp_path / "artifacts")
     assert stat.S_IMODE((tmp_path / "artifacts").stat().st_mode) == 0o700

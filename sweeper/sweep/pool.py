@@ -7,7 +7,7 @@ work is left, replaces one that asks for it (recycling) or dies, stops the sweep
 crashing or reports a user error, warns all of them before a time limit, and stops them in order.
 
 A worker close to its replacement asks for its successor, which the pool starts at once: it warms
-up beside the current worker and takes the slot the moment it is free (sweeper.handover), so a
+up beside the current worker and takes the slot the moment it is free (sweeper.worker.handover), so a
 replacement leaves no idle gap, and a crash of the current worker none either when a successor is
 already warm.
 
@@ -28,12 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweeper.errors import SweeperError, SweepFailed
-from sweeper.gpus import Slot
-from sweeper.handover import SLOT_LOCK_ENV, clear_markers, lock_path, successor_marker, successor_wanted
-from sweeper.lifeline import CONTROLLER_ENV
-from sweeper.pipeline.backend import GPU_FRACTION_ENV, GPU_MEMORY_ENV
+from sweeper.gpus import GPU_FRACTION_ENV, GPU_MEMORY_ENV, Slot
 from sweeper.storage.url import STORAGE_ENV
-from sweeper.worker import EXIT_DONE, EXIT_RECYCLE
+from sweeper.worker.exits import EXIT_DONE, EXIT_RECYCLE
+from sweeper.worker.handover import (
+    SLOT_LOCK_ENV,
+    clear_markers,
+    lock_path,
+    successor_marker,
+    successor_wanted,
+)
+from sweeper.worker.lifeline import CONTROLLER_ENV
 
 STOP_GRACE_S = 8  # SIGTERM, then SIGKILL after this: all workers are gone within 10 s
 CRASH_LIMIT = 3  # crashes of one slot within CRASH_WINDOW_S stop the sweep
@@ -44,7 +49,7 @@ USER_ERROR_EXIT = 2  # the worker met bad data or model code: restarting cannot 
 @dataclass
 class Worker:
     slot: Slot
-    lock: Path  # the slot: only the worker holding it trains (sweeper.handover)
+    lock: Path  # the slot: only the worker holding it trains (sweeper.worker.handover)
     process: subprocess.Popen | None = None  # the worker of the slot
     successor: subprocess.Popen | None = None  # the next one, warming up or waiting
     log_path: Path | None = None

@@ -1,4 +1,4 @@
-"""Reading a store after (or during) a sweep: status, reports, the best trial, a retrained model.
+"""Reading a store after (or during) a sweep: status, reports, the best trial.
 
 Every command here is read-only towards the store: a missing store, study or result is a one-line
 error, and no store is ever created.
@@ -6,19 +6,17 @@ error, and no store is ever created.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from sweeper import keys, warm_start
+from sweeper import keys
 from sweeper.errors import StorageError, SweeperError
 from sweeper.metrics import delivered_test_f1
-from sweeper.occupancy import describe as describe_use
-from sweeper.occupancy import runs_of, slot_hours, slot_use
 from sweeper.paths import private_folder, study_folder
+from sweeper.results.lineage import lineage_lines
+from sweeper.results.occupancy import describe as describe_use
+from sweeper.results.occupancy import runs_of, slot_hours, slot_use
 from sweeper.storage.counts import study_counts
 from sweeper.storage.rdb import open_storage
 from sweeper.storage.url import mask_url
@@ -77,7 +75,7 @@ def status_text(url: str) -> str:
         lines.append(f"  {summary.study_name:<24} {counts.finished}/{budget} done: "
                      f"{counts.describe()}, running {counts.running}, waiting "
                      f"{counts.waiting}; {best}")
-        lines += [f"    {line}" for line in warm_start.lineage_lines(study)]
+        lines += [f"    {line}" for line in lineage_lines(study)]
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             host = t.user_attrs.get(keys.HOST, "?")
             hosts.setdefault(host, set()).add(t.user_attrs.get(keys.PID))
@@ -150,7 +148,7 @@ def report(url: str, study_name: str, top: int = 10, out_dir: Path | None = None
     savings = pruning_savings([t for t in finished if ran_here(t)], space.max_epochs)
     weights = importances(study)
 
-    lines = [f"study '{study_name}' in {mask_url(url)}", *warm_start.lineage_lines(study),
+    lines = [f"study '{study_name}' in {mask_url(url)}", *lineage_lines(study),
              f"trials: {counts.describe()}, running {counts.running}, waiting {counts.waiting}",
              "", f"top {min(top, len(ranked))} trials:",
              f"  {'rank':>4} {'trial':>5} {'val F1':>7} {'test F1':>7} {'epochs':>6}  params"]
@@ -333,107 +331,3 @@ def best_params(url: str, study_name: str, pick: str | None = None) -> dict:
             "compressed_test_f1": best.user_attrs.get(keys.COMPRESSED_TEST_F1)}
            if space.compress is not None else {}),
     }
-
-
-def read_params_file(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise SweeperError(f"{path}: cannot read it ({str(e).splitlines()[0]}); "
-                           "write it with 'sweeper best SPACE --export FILE'") from None
-    if not isinstance(data, dict) or not isinstance(data.get("hyperparameters"), dict):
-        raise SweeperError(f"{path}: no 'hyperparameters' mapping; write it with "
-                           "'sweeper best SPACE --export FILE'")
-    return data
-
-
-def retrain(url: str, study_name: str, params_file: Path | None = None,
-            out_dir: Path | None = None, as_trial: bool = False) -> dict:
-    """Train the best (or exported) configuration, evaluate on test, save model + metrics.
-
-    By default it trains on train+validation, for deployment. `as_trial` trains as the sweep's
-    trial did (training split, its seed and schedule), so its figures can be checked against the
-    stored ones. Where the space compresses, the model is also pruned and converted as in the
-    sweep, and the compressed file is written beside the float one."""
-    from sweeper.space import parse_space
-
-    _, study = load_existing_study(url, study_name)
-    space = parse_space(study.user_attrs[keys.SPACE_YAML], source=f"study {study_name}")
-    chosen = read_params_file(params_file) if params_file else best_params(url, study_name)
-
-    from sweeper.keras_backend import require_backend
-    from sweeper.pipeline.backend import configure_backend
-
-    require_backend(space)
-    # As the trial: the same thread count sums in the same order, so the same weights come out.
-    configure_backend(chosen.get("threads") if as_trial else None)
-    import dataclasses
-
-    import keras
-    import numpy as np
-
-    from sweeper.pipeline import evaluate, train
-    from sweeper.pipeline.data import load_dataset
-    from sweeper.pipeline.model import build_model
-    from sweeper.space.schema import hparam
-
-    hp = chosen["hyperparameters"]
-    data = load_dataset(space.config["dataset"], space.config["preprocess"])
-    if not as_trial:
-        data = dataclasses.replace(data, x_train=np.concatenate([data.x_train, data.x_val]),
-                                   y_train=np.concatenate([data.y_train, data.y_val]))
-    seed = int(chosen.get("seed") or space.config["training"]["seed"])
-    epochs = int(chosen.get("epochs") or space.max_epochs)
-    batch_size = int(hparam(hp, "batch_size"))
-    keras.utils.set_random_seed(seed)
-    steps = -(-len(data.x_train) // batch_size)
-    # As the trial did: its learning-rate schedule spans max_epochs.
-    model = build_model(space.config["model"], hp, data, steps,
-                        space.max_epochs if as_trial else epochs)
-    started = time.perf_counter()
-    model.fit(**train.training_input(data, batch_size, seed), epochs=epochs, verbose=0)
-    average = space.config["objective"]["average"]
-    metrics = evaluate.test_metrics(data.y_test, evaluate.predict_classes(model, data.x_test),
-                                    average)
-    folder = Path(out_dir or study_folder(MODELS_DIR, study_name))
-    private_folder(folder)
-    model_path = folder / f"best_trial_{chosen['trial']}.keras"
-    result = {"study": study_name, "trial": chosen["trial"], "seed": seed, "epochs": epochs,
-              "trained_on": "training split, as the trial" if as_trial else
-              "training + validation splits",
-              "train_rows": int(len(data.x_train)), "test_rows": int(len(data.y_test)),
-              "train_seconds": round(time.perf_counter() - started, 2),
-              "test": metrics, "sweep_test_f1": chosen.get("test_f1"),
-              "hyperparameters": hp, "model": str(model_path)}
-    if as_trial:
-        result["validation_f1"] = evaluate.f1(data.y_val, evaluate.predict_classes(
-            model, data.x_val), average)
-    if space.compress is not None:
-        result.update(_compress_retrained(model, data, space, hp, chosen, folder, seed,
-                                          batch_size))
-    model.save(model_path)  # after compressing: its weights are pruned where the space prunes
-    (folder / "metrics.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    return result
-
-
-def _compress_retrained(model, data, space, hp: dict, chosen: dict, folder: Path, seed: int,
-                        batch_size: int) -> dict:
-    """The compress stage on a retrained model: both .tflite files and their figures."""
-    from sweeper.pipeline import evaluate
-    from sweeper.pipeline.compress import compress
-    from sweeper.pipeline.objective import compress_spec
-
-    average = space.config["objective"]["average"]
-    spec = compress_spec(space.compress, hp)
-    done = compress(model, data, spec, average=average, batch_size=batch_size, seed=seed)
-    trial = chosen["trial"]
-    float_path = folder / f"best_trial_{trial}.float32.tflite"
-    compressed_path = folder / f"best_trial_{trial}.{spec.quantize}.tflite"
-    float_path.write_bytes(done.float_file)
-    compressed_path.write_bytes(done.compressed_file)
-    measured = {name.removeprefix("sweeper."): value for name, value in done.attrs.items()}
-    return {"compressed": {**measured, "quantize": spec.quantize,
-                           "test": evaluate.test_metrics(data.y_test, done.test_pred, average),
-                           "model": str(compressed_path), "float_model": str(float_path)},
-            "sweep_metrics": chosen.get("metrics"),
-            "sweep_compressed_test_f1": chosen.get("compressed_test_f1")}

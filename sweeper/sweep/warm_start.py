@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from sweeper import keys
 from sweeper.errors import StorageError
+from sweeper.results.lineage import describe
 from sweeper.space import SearchSpace, parse_space
 from sweeper.space.changes import fit, ran_with, result_changes, space_changes
 from sweeper.storage.locks import budget_lock
@@ -90,7 +91,7 @@ def choose_study(storage_url: str, space: SearchSpace, base: str, parent_name: s
     """(the study to sweep, the parent to seed it from). A new name, as --new-study picks it;
     or, when the space has not changed since the parent, the parent itself, resumed (no seed)."""
     from sweeper.storage.rdb import open_storage
-    from sweeper.studies import free_study_name
+    from sweeper.sweep.studies import free_study_name
 
     storage = open_storage(storage_url, heartbeat_s=None, create=False)
     parent = find_parent(storage, storage_url, space, parent_name)
@@ -195,36 +196,3 @@ def _imported(trial, params: dict, space: SearchSpace, parent: str):
     # Its own times: the new study's time charts and pace estimates read them.
     new.datetime_start, new.datetime_complete = trial.datetime_start, trial.datetime_complete
     return new
-
-
-def describe(lineage: dict) -> str:
-    """One line: where the study came from, what changed, which case applied and why, e.g.
-    "warm-started from 'cnn_lr' (learning_rate: ...): imported 14 of its 16 finished trials"."""
-    changes = lineage.get("changes") or []
-    incomparable = lineage.get("incomparable") or []
-    if incomparable:
-        others = [c for c in changes if c not in incomparable]
-        line = (f"warm-started from '{lineage['parent']}': {_listed(incomparable)} changes "
-                f"results, so its values are not comparable; queued its best "
-                f"{lineage.get('queued', 0)} trials that fit to run again"
-                + (f" (also changed: {_listed(others)})" if others else ""))
-    else:
-        line = (f"warm-started from '{lineage['parent']}' ({_listed(changes) or 'no change'}): "
-                f"imported {lineage.get('imported', 0)} of its {lineage.get('finished', 0)} "
-                "finished trials (they take no budget slot)")
-    if lineage.get("unfit"):
-        line += f"; {lineage['unfit']} did not fit (e.g. {lineage.get('unfit_example')})"
-    if not lineage.get("done", True):
-        line += "; seeding was cut short: the next sweep of this study finishes it"
-    return line
-
-
-def lineage_lines(study) -> list[str]:
-    """describe() of the study's lineage, as a list: empty for a study that was not seeded."""
-    lineage = study.user_attrs.get(keys.LINEAGE)
-    return [describe(lineage)] if lineage else []
-
-
-def _listed(changes: list[str], most: int = 3) -> str:
-    return "; ".join(changes[:most]) + (f"; {len(changes) - most} more" if len(changes) > most
-                                        else "")

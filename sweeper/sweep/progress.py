@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from sweeper import keys
 from sweeper.metrics import delivered_test_f1
-from sweeper.occupancy import slot_hours
+from sweeper.results.occupancy import slot_hours
 from sweeper.storage.counts import TrialCounts
 from sweeper.text import clock, short
 from sweeper.trials import best_trial, first_value

@@ -6,11 +6,8 @@ machine, and they all cooperate through the store. It sees the GPUs its environm
 (CUDA_VISIBLE_DEVICES) and nothing else.
 
 This module holds the loop's policy (when to stop, what failures in a row or a lost store mean,
-when to make way for a fresh process); running one trial is sweeper.trial_run.
-
-Exit codes: 0 = no work left (budget spent or deadline passed), 3 = asks to be replaced by a fresh
-process (TensorFlow leaks memory across trials), 130 = stopped by a signal or because the controller
-that started it is gone (sweeper.lifeline), 2 = user error, 1 = too many failures in a row or a bug.
+when to make way for a fresh process); running one trial is sweeper.worker.trial_run.
+How it ends is its exit code (sweeper.worker.exits).
 """
 
 from __future__ import annotations
@@ -26,9 +23,6 @@ import warnings
 
 from sweeper import defaults, keys
 from sweeper.errors import StorageError
-from sweeper.handover import SlotLock, time_to_ask
-from sweeper.lifeline import watch_controller
-from sweeper.retries import fail_and_requeue, queue_retry
 from sweeper.space import parse_space
 from sweeper.storage.counts import count_trials, recent_trial_seconds
 from sweeper.storage.errors import (
@@ -41,9 +35,12 @@ from sweeper.storage.errors import (
 from sweeper.storage.locks import StoreLock, budget_lock
 from sweeper.storage.rdb import open_storage
 from sweeper.storage.url import mask_url
-from sweeper.trial_run import Ending, Finished, Outcome, run_one
+from sweeper.worker.exits import EXIT_DONE, EXIT_FAILING, EXIT_INTERRUPTED, EXIT_RECYCLE
+from sweeper.worker.handover import SlotLock, time_to_ask
+from sweeper.worker.lifeline import watch_controller
+from sweeper.worker.retries import fail_and_requeue, queue_retry
+from sweeper.worker.trial_run import Ending, Finished, Outcome, run_one
 
-EXIT_DONE, EXIT_RECYCLE, EXIT_FAILING, EXIT_INTERRUPTED = 0, 3, 1, 130
 # Below this many free slots (or twice the trials running, when more: a cluster's workers are
 # mostly inside a trial), workers take the budget lock before starting a trial, so racing
 # workers cannot overshoot; above it, no race can reach the end of the budget.
@@ -173,7 +170,7 @@ def open_study(storage_url: str, study_name: str, worker_id: str,
         # Counted, not loaded: a worker of a study with thousands of trials starts as fast.
         trials = count_trials(storage, keys.study_id(summary)).all
         space.config["sampler"]["seed"] = base_seed + 1000 * _number(worker_id) + trials
-    from sweeper.multi_objective import load_prunable_study
+    from sweeper.pipeline.multi_objective import load_prunable_study
 
     study = load_prunable_study(study_name, storage, space.make_sampler(), space.make_pruner())
     return study, space, summary.user_attrs.get(keys.BUDGET)
@@ -366,7 +363,7 @@ def _slot_free(storage, study_id: int, budget: int | None, lock: StoreLock) -> t
 
 def _close_interrupted(study, trial, reason: str) -> None:
     """The trial cut short by a signal or a store outage is failed with its reason and queued to
-    run again (see sweeper.retries for why failing comes after marking)."""
+    run again (see sweeper.worker.retries for why failing comes after marking)."""
     import optuna
 
     if trial is None:

@@ -62,7 +62,7 @@ def note_markdown(study, space) -> str:
              f"({counts.describe()}), running {counts.running}",
              f"- last run: `{study.user_attrs.get(keys.COMMAND, '')}` at "
              f"{study.user_attrs.get(keys.STARTED, '?')}"]
-    from sweeper.warm_start import lineage_lines
+    from sweeper.results.lineage import lineage_lines
 
     lines += [f"- {line}" for line in lineage_lines(study)]
     best = best_trial(study)

@@ -2,8 +2,8 @@
 keep the store tidy, stop cleanly.
 
 The controller never imports TensorFlow (fast to start, cannot grab a GPU). It talks to workers
-only through the store, and to their processes only with signals (sweeper.pool). What it shows is
-sweeper.progress's job.
+only through the store, and to their processes only with signals (sweeper.sweep.pool). What it shows is
+sweeper.sweep.progress's job.
 """
 
 from __future__ import annotations
@@ -18,16 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from sweeper import defaults, keys
-from sweeper.artifacts import ARTIFACT_DIR_ENV, artifact_dir
 from sweeper.errors import StorageError
 from sweeper.gpus import Slot, gpu_names, threads_per_worker
-from sweeper.host_workers import ran_here_and_gone, wait_for_leftovers
-from sweeper.occupancy import describe as describe_use
-from sweeper.occupancy import runs_of, slot_use
 from sweeper.paths import check_study_name, private_folder, study_folder
-from sweeper.pool import WorkerPool, worker_command, worker_env
-from sweeper.progress import ProgressView, Snapshot, summary_lines
-from sweeper.retries import fail_and_requeue, pending, queue_pending
+from sweeper.pipeline.artifacts import ARTIFACT_DIR_ENV, artifact_dir
+from sweeper.results.occupancy import describe as describe_use
+from sweeper.results.occupancy import runs_of, slot_use
 from sweeper.space import SearchSpace
 from sweeper.storage.counts import TrialCounts, study_counts
 from sweeper.storage.errors import (
@@ -40,11 +36,15 @@ from sweeper.storage.errors import (
 from sweeper.storage.locks import StoreLock, sweep_lock
 from sweeper.storage.rdb import open_storage
 from sweeper.storage.url import mask_url, sqlite_path
-from sweeper.studies import free_study_name, prepare_study, study_names
-from sweeper.study_info import masked_command, record_run, write_note
+from sweeper.sweep.host_workers import ran_here_and_gone, wait_for_leftovers
+from sweeper.sweep.pool import WorkerPool, worker_command, worker_env
+from sweeper.sweep.progress import ProgressView, Snapshot, summary_lines
+from sweeper.sweep.studies import free_study_name, prepare_study, study_names
+from sweeper.sweep.study_info import masked_command, record_run, write_note
+from sweeper.sweep.warm_start import choose_study, seed_study
 from sweeper.trials import best_first
-from sweeper.warm_start import choose_study, seed_study
-from sweeper.worker import EXIT_INTERRUPTED
+from sweeper.worker.exits import EXIT_INTERRUPTED
+from sweeper.worker.retries import fail_and_requeue, pending, queue_pending
 
 POLL_S = 0.5
 STORE_RETRY_S = 2

@@ -1,7 +1,7 @@
 """Worker processes on this machine, found in the process table.
 
 A sweep whose controller was killed outright leaves its workers behind for a moment: they notice
-within a second that their controller is gone and stop on their own (sweeper.lifeline), but until
+within a second that their controller is gone and stop on their own (sweeper.worker.lifeline), but until
 then they hold their GPUs. A sweep started here must not put a second worker on those GPUs, so it
 first waits for such leftover workers to leave, at most LEFTOVER_WAIT_S, and otherwise refuses in
 one line naming their pids. Waiting is what a user expects: those workers are already on their way
@@ -25,7 +25,7 @@ import psutil
 
 from sweeper import keys
 from sweeper.errors import SweeperError
-from sweeper.lifeline import controller_pid
+from sweeper.worker.lifeline import controller_pid
 
 LEFTOVER_WAIT_S = 30  # a leftover worker leaves within ~1 s + a batch, at worst 10 s (lifeline)
 POLL_S = 0.2

@@ -5,7 +5,7 @@ fail the trial of a worker that died, work only there. What can happen:
 - FINISHED: Optuna told the trial COMPLETE, PRUNED or FAIL (the model code raised, memory ran out,
   the loss became NaN). The trial's own doing: the loop counts it.
 - INTERRUPTED: the worker was asked to stop mid-trial (a signal, its controller gone). The trial
-  is marked for a retry before Optuna fails it (sweeper.retries).
+  is marked for a retry before Optuna fails it (sweeper.worker.retries).
 - STORE_LOST: the store failed during the trial. Not the trial's fault: the loop waits for the
   store, or stops the worker, and the trial runs again.
 A user error (bad data or model code, which would fail every trial the same way) is raised, not
@@ -22,10 +22,10 @@ from typing import Any
 
 from sweeper import keys
 from sweeper.errors import SweeperError
-from sweeper.retries import mark
 from sweeper.storage.errors import store_cause, store_errors
 from sweeper.storage.locks import StoreLock
 from sweeper.storage.rdb import on_next_claim
+from sweeper.worker.retries import mark
 
 
 class Ending(enum.Enum):
@@ -132,7 +132,7 @@ def run_one(study, objective, lock: StoreLock, interrupted_reason: Callable[[], 
     on_next_claim(keys.storage_of(study), lock.release)  # other workers count the trial then
     try:
         # No gc_after_trial: the worker's loop collects once after each trial, and freezes what
-        # survives (sweeper.worker). No callbacks: Optuna would read the finished trial back
+        # survives (sweeper.worker.loop). No callbacks: Optuna would read the finished trial back
         # from the store for them; the attempt knows how it ended.
         study.optimize(attempt.run, n_trials=1, catch=(Exception,))
     except (_StoreLost, AssertionError, *store_errors()) as e:
