@@ -5,8 +5,10 @@ process, and a fork of a process with TensorFlow's threads can deadlock in the c
 
 from __future__ import annotations
 
+import concurrent.futures
 import multiprocessing
 import os
+import pickle
 import signal
 import sqlite3
 import time
@@ -14,8 +16,10 @@ import time
 import optuna
 import pytest
 from conftest import race_workers
+from sqlalchemy import event
 
 from sweeper.errors import StorageError
+from sweeper.storage import sqlite
 from sweeper.storage.counts import count_trials
 from sweeper.storage.locks import budget_lock, sweep_lock
 from sweeper.storage.rdb import open_storage, retry_callback
@@ -554,3 +558,53 @@ def test_the_budget_lock_covers_more_racing_workers_than_its_fixed_margin(tmp_pa
     lock = _CountingLock()
     assert _slot_free(storage, narrow._study_id, 90, lock) == (True, True)
     assert lock.taken == 0
+
+
+def _optimize_here(study) -> int:
+    """Runs two trials of `study` in this (pool) process; its pid."""
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    return os.getpid()
+
+
+def test_a_pickled_store_comes_back_working(storage_url):
+    """Store objects pickle, as Optuna's own do: the copy reads what the original wrote, writes
+    what the original reads, and keeps its settings (heartbeats; SQLite's write queue)."""
+    storage = open_storage(storage_url)
+    optuna.create_study(study_name="pickled", storage=storage).enqueue_trial({"x": 0.25})
+    copy = pickle.loads(pickle.dumps(storage))
+    study = optuna.load_study(study_name="pickled", storage=copy)
+    trial = study.ask()
+    assert trial.suggest_float("x", 0, 1) == 0.25  # the trial the original enqueued
+    trial.report(0.5, 0)
+    study.tell(trial, 1.0)
+    stored = optuna.load_study(study_name="pickled", storage=storage).trials
+    assert [(t.value, t.intermediate_values) for t in stored] == [(1.0, {0: 0.5})]
+    assert (copy.heartbeat_interval, copy.grace_period) == (storage.heartbeat_interval,
+                                                            storage.grace_period)
+    queued = event.contains(copy.engine, "begin", sqlite.begin_immediate)
+    assert queued == storage_url.startswith("sqlite")
+
+
+def test_a_study_handed_to_a_process_pool_runs_trials_there(storage_url):
+    storage = open_storage(storage_url)
+    study = optuna.create_study(study_name="pooled", storage=storage)
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process that may hold TensorFlow
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=spawn) as pool:
+        pids = list(pool.map(_optimize_here, [study, study]))
+    assert os.getpid() not in pids
+    trials = optuna.load_study(study_name="pooled", storage=storage).trials
+    assert len(trials) == 4
+    assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
+
+
+def test_opening_a_store_parses_its_url_once(storage_url, monkeypatch):
+    """Every step of opening a store (checks, locks, the storage, its errors) takes one parsed
+    value, not the text again."""
+    from sweeper.storage import url as url_module
+
+    parsed = []
+    real = url_module.make_url
+    monkeypatch.setattr(url_module, "make_url", lambda text: parsed.append(text) or real(text))
+    storage = open_storage(storage_url)
+    budget_lock(storage, "any").release()
+    assert len(parsed) == 1

@@ -42,6 +42,7 @@ import numpy as np
 
 from sweeper import keys
 from sweeper.pipeline.evaluate import f1, predict_classes
+from sweeper.pipeline.stopwatch import Stopwatch
 from sweeper.pipeline.train import StopCheck, TrialInterrupted, training_input
 from sweeper.space.schema import QUANTIZE_CHOICES
 
@@ -99,52 +100,59 @@ def compress(model, data, spec: CompressSpec, *, average: str, batch_size: int, 
     if spec.quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"compress.quantize must be one of {', '.join(QUANTIZE_CHOICES)}, "
                          f"not {spec.quantize!r}")
-    seconds = {"prune": 0.0, "fine_tune": 0.0, "convert": 0.0, "measure": 0.0}
+    clock = Stopwatch("prune", "fine_tune", "convert", "measure")
     # Per-batch latency at the training batch size, or at what the validation split holds.
     batch = min(batch_size, len(data.x_val))
+    with clock.stage("convert"):
+        float_file = _to_tflite(model, data.input_shape)
+    with clock.stage("measure"):
+        attrs = _float_figures(model, data, float_file, average, batch)
+    if spec.sparsity > 0:
+        _check(should_stop)
+        with clock.stage("prune"):
+            masks = prune_weights(model, spec.sparsity)
+        with clock.stage("fine_tune"):
+            fine_tune(model, masks, data, epochs=spec.finetune_epochs, batch_size=batch_size,
+                      seed=seed, should_stop=should_stop)
+    _check(should_stop)
+    with clock.stage("convert"):
+        compressed_file = _compressed_file(model, data, spec, seed, float_file)
+    with clock.stage("measure"):
+        lite = LiteModel(compressed_file)
+        val_f1 = f1(data.y_val, lite.predict_classes(data.x_val), average)
+        test_pred = lite.predict_classes(data.x_test)
+        attrs.update(_compressed_figures(model, lite, compressed_file, data, batch))
+        attrs.update({keys.COMPRESSED_VAL_F1: val_f1,
+                      keys.COMPRESSED_TEST_F1: f1(data.y_test, test_pred, average)})
+    return Compressed(attrs=attrs, val_f1=val_f1, test_pred=test_pred, float_file=float_file,
+                      compressed_file=compressed_file, seconds=clock.seconds)
 
-    started = time.perf_counter()
-    float_file = _to_tflite(model, data.input_shape)
-    seconds["convert"] += time.perf_counter() - started
-    started = time.perf_counter()
-    params = weight_counts(model)[0]
-    attrs: dict = {
-        keys.PARAMS: params,
+
+def _float_figures(model, data, float_file: bytes, average: str, batch: int) -> dict:
+    """The float model's size, validation F1 and latency, before anything is compressed."""
+    return {
+        keys.PARAMS: weight_counts(model)[0],
         keys.FLOAT_BYTES: len(float_file),
         keys.FLOAT_VAL_F1: f1(data.y_val, predict_classes(model, data.x_val), average),
         keys.FLOAT_LATENCY_MS: _rounded(_keras_latency_ms(model, data.x_val, 1)),
         keys.FLOAT_LATENCY_BATCH_MS: _rounded(_keras_latency_ms(model, data.x_val, batch)),
     }
-    seconds["measure"] += time.perf_counter() - started
 
-    if spec.sparsity > 0:
-        _check(should_stop)
-        started = time.perf_counter()
-        masks = prune_weights(model, spec.sparsity)
-        seconds["prune"] = time.perf_counter() - started
-        started = time.perf_counter()
-        fine_tune(model, masks, data, epochs=spec.finetune_epochs, batch_size=batch_size,
-                  seed=seed, should_stop=should_stop)
-        seconds["fine_tune"] = time.perf_counter() - started
 
-    _check(should_stop)
-    started = time.perf_counter()
+def _compressed_file(model, data, spec: CompressSpec, seed: int, float_file: bytes) -> bytes:
     if spec.quantize == "int8":
-        compressed_file = _to_tflite(model, data.input_shape, _calibration_rows(data, spec, seed))
-    elif spec.sparsity > 0:
-        compressed_file = _to_tflite(model, data.input_shape)
-    else:  # nothing to compress: the float file is the compressed one
-        compressed_file = float_file
-    seconds["convert"] += time.perf_counter() - started
+        return _to_tflite(model, data.input_shape, _calibration_rows(data, spec, seed))
+    if spec.sparsity > 0:
+        return _to_tflite(model, data.input_shape)
+    return float_file  # nothing to compress: the float file is the compressed one
 
-    started = time.perf_counter()
-    lite = LiteModel(compressed_file)
-    val_f1 = f1(data.y_val, lite.predict_classes(data.x_val), average)
-    test_pred = lite.predict_classes(data.x_test)
+
+def _compressed_figures(model, lite, compressed_file: bytes, data, batch: int) -> dict:
+    """The compressed model's weights kept, sparsity, file sizes and latency."""
     kernels = [kernel.numpy() for kernel in _kernels(model)]
     kernel_weights = sum(k.size for k in kernels)
     zeros = kernel_weights - sum(int(np.count_nonzero(k)) for k in kernels)
-    attrs.update({
+    return {
         keys.NONZERO_PARAMS: weight_counts(model)[1],
         keys.SPARSITY: round(zeros / kernel_weights, 6) if kernel_weights else 0.0,
         keys.COMPRESSED_BYTES: len(compressed_file),
@@ -152,12 +160,7 @@ def compress(model, data, spec: CompressSpec, *, average: str, batch_size: int, 
         keys.COMPRESSED_GZIP_BYTES: len(gzip.compress(compressed_file, 9, mtime=0)),
         keys.LATENCY_MS: _rounded(lite.latency_ms(data.x_val, 1)),
         keys.LATENCY_BATCH_MS: _rounded(lite.latency_ms(data.x_val, batch)),
-        keys.COMPRESSED_VAL_F1: val_f1,
-        keys.COMPRESSED_TEST_F1: f1(data.y_test, test_pred, average),
-    })
-    seconds["measure"] += time.perf_counter() - started
-    return Compressed(attrs=attrs, val_f1=val_f1, test_pred=test_pred, float_file=float_file,
-                      compressed_file=compressed_file, seconds=seconds)
+    }
 
 
 def _check(should_stop) -> None:

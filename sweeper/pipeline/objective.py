@@ -10,7 +10,6 @@ beside them (sweeper.keys).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -24,6 +23,7 @@ from sweeper.pipeline import compress, evaluate, train
 from sweeper.pipeline.artifacts import save_trial_artifacts
 from sweeper.pipeline.data import Dataset, load_dataset
 from sweeper.pipeline.model import build_model
+from sweeper.pipeline.stopwatch import Stopwatch
 from sweeper.space import SearchSpace
 from sweeper.space.schema import hparam
 
@@ -44,68 +44,86 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
     and train.TrialInterrupted when `should_stop()` turns true. `worker_attrs` (keyed as in
     sweeper.keys) are stored on the trial."""
     config = space.config
+    average = config["objective"]["average"]
     seed = config["training"]["seed"] + trial.number
-    # Resident memory at the start: what earlier trials in this process left behind.
-    rss_mb = round(psutil.Process().memory_info().rss / 2**20, 1)
-    inherited = trial.user_attrs  # a retry inherits the failed trial's attributes
-    keys.set_user_attrs(trial, {**(worker_attrs or {}), keys.SEED: seed, keys.RSS_MB: rss_mb,
-                                **{key: None for key in keys.PER_RUN if key in inherited}})
+    _mark_start(trial, worker_attrs, seed)
     params = space.suggest(trial)
     hp = space.hyperparameters(params)
-
-    seconds: dict[str, float] = {}  # where the trial's time went (stored as sweeper.seconds)
-    started = time.perf_counter()
-    data = load_dataset(config["dataset"], config["preprocess"])
-    trial.set_user_attr(keys.DATA, data.report)
-    seconds["preprocess"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    keras.utils.set_random_seed(seed)
-    batch_size = int(hparam(hp, "batch_size"))
-    steps = -(-len(data.x_train) // batch_size)
-    model = build_model(config["model"], hp, data, steps, space.max_epochs)
-    if space.is_multi_objective:  # what its pruner compares it with (sweeper.pipeline.multi_objective)
-        sparsity = compress_spec(space.compress, hp).sparsity if space.compress else 0.0
-        trial.set_user_attr(keys.EXPECTED_NONZERO, round(model.count_params() * (1 - sparsity)))
-    seconds["build"] = time.perf_counter() - started
-    started = time.perf_counter()
-    reporter = train.fit(model, data, trial, batch_size, space.max_epochs,
-                         config["objective"]["average"], should_stop, seed)
-    seconds["train"] = time.perf_counter() - started
-    seconds.update(reporter.seconds)
+    clock = Stopwatch()
+    with clock.stage("preprocess"):
+        data = load_dataset(config["dataset"], config["preprocess"])
+        trial.set_user_attr(keys.DATA, data.report)
+    with clock.stage("build"):
+        model, batch_size = _build(trial, space, hp, data, seed)
+    with clock.stage("train"):
+        reporter = train.fit(model, data, trial, batch_size, space.max_epochs, average,
+                             should_stop, seed)
+    clock.seconds.update(reporter.seconds)
     ran = {keys.EPOCHS_RUN: len(reporter.losses),
            keys.LOSS_HISTORY: [round(x, 6) for x in reporter.losses]}
     if reporter.stop_reason is not None:
         keys.set_user_attrs(trial, {**ran, keys.PRUNE_REASON: reporter.stop_reason,
-                                    keys.SECONDS: _rounded(seconds)})
+                                    keys.SECONDS: _rounded(clock.seconds)})
         raise optuna.TrialPruned(reporter.stop_reason)
-
-    started = time.perf_counter()
-    value = reporter.scores[-1]
-    test_pred = evaluate.predict_classes(model, data.x_test)
-    test = evaluate.test_metrics(data.y_test, test_pred, config["objective"]["average"])
-    seconds["evaluate"] = time.perf_counter() - started
-    measured: dict = {}
-    if space.compress is not None:  # after the trained model's test metrics: pruning changes it
-        result = compress.compress(model, data, compress_spec(space.compress, hp),
-                                   average=config["objective"]["average"], batch_size=batch_size,
-                                   seed=seed, should_stop=should_stop)
-        measured = result.attrs
-        seconds.update({f"compress_{k}": v for k, v in result.seconds.items()})
-    as_stored = SimpleNamespace(user_attrs=measured, values=[value])  # as metrics reads trials
-    values = objective_values(space, as_stored)
-    for bound, violation in space.constraints_of(as_stored).items():
-        trial.set_constraint(bound, violation)  # what TPE and NSGA-II/III read
+    with clock.stage("evaluate"):
+        test_pred = evaluate.predict_classes(model, data.x_test)
+        test = evaluate.test_metrics(data.y_test, test_pred, average)
+    # After the trained model's test metrics: pruning weights changes the model.
+    measured = _compress(model, data, space, hp, batch_size, seed, should_stop, clock)
+    values = _values_and_constraints(trial, space, reporter.scores[-1], measured)
     if save_artifacts:
-        started = time.perf_counter()
-        save_trial_artifacts(trial, model, data.y_test, test_pred, data.class_names, values[0],
-                             space.direction)
-        seconds["artifacts"] = time.perf_counter() - started
+        with clock.stage("artifacts"):
+            save_trial_artifacts(trial, model, data.y_test, test_pred, data.class_names,
+                                 values[0], space.direction)
     keys.set_user_attrs(trial, {**ran, **{keys.TEST_PREFIX + name: metric
                                           for name, metric in test.items()},
-                                **measured, keys.SECONDS: _rounded(seconds)})
+                                **measured, keys.SECONDS: _rounded(clock.seconds)})
     return TrialResult(value=values[0], values=values, test=test, model=model, data=data,
                        params=params)
+
+
+def _mark_start(trial: optuna.Trial, worker_attrs: dict | None, seed: int) -> None:
+    """The worker's attributes, the seed and the memory held at the start. A retry inherits the
+    failed trial's attributes: those of one run are cleared."""
+    # Resident memory at the start: what earlier trials in this process left behind.
+    rss_mb = round(psutil.Process().memory_info().rss / 2**20, 1)
+    inherited = trial.user_attrs
+    keys.set_user_attrs(trial, {**(worker_attrs or {}), keys.SEED: seed, keys.RSS_MB: rss_mb,
+                                **{key: None for key in keys.PER_RUN if key in inherited}})
+
+
+def _build(trial: optuna.Trial, space: SearchSpace, hp: dict, data: Dataset, seed: int):
+    """The trial's model, built from its seed, and its batch size."""
+    keras.utils.set_random_seed(seed)
+    batch_size = int(hparam(hp, "batch_size"))
+    steps = -(-len(data.x_train) // batch_size)
+    model = build_model(space.config["model"], hp, data, steps, space.max_epochs)
+    if space.is_multi_objective:  # what its pruner compares it with (pipeline.multi_objective)
+        sparsity = compress_spec(space.compress, hp).sparsity if space.compress else 0.0
+        trial.set_user_attr(keys.EXPECTED_NONZERO, round(model.count_params() * (1 - sparsity)))
+    return model, batch_size
+
+
+def _compress(model, data: Dataset, space: SearchSpace, hp: dict, batch_size: int, seed: int,
+              should_stop, clock: Stopwatch) -> dict:
+    """The compress stage's measurements, where the space compresses; else none."""
+    if space.compress is None:
+        return {}
+    result = compress.compress(model, data, compress_spec(space.compress, hp),
+                               average=space.config["objective"]["average"],
+                               batch_size=batch_size, seed=seed, should_stop=should_stop)
+    clock.seconds.update({f"compress_{k}": v for k, v in result.seconds.items()})
+    return result.attrs
+
+
+def _values_and_constraints(trial: optuna.Trial, space: SearchSpace, val_f1: float,
+                            measured: dict) -> list[float]:
+    """The trial's objective values, and its constraint violations set on it (what TPE and
+    NSGA-II/III read)."""
+    as_stored = SimpleNamespace(user_attrs=measured, values=[val_f1])  # as metrics reads trials
+    for bound, violation in space.constraints_of(as_stored).items():
+        trial.set_constraint(bound, violation)
+    return objective_values(space, as_stored)
 
 
 def compress_spec(settings: dict, hp: dict) -> compress.CompressSpec:

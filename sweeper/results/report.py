@@ -7,6 +7,7 @@ error, and no store is ever created.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,13 +125,35 @@ def pruning_savings(trials: list, max_epochs: int) -> PruningSavings:
     return PruningSavings(int(epochs), counted * max_epochs, seconds, seconds_full)
 
 
-def importances(study) -> dict[str, float]:
+def importances(study) -> list[tuple[str, dict[str, float]]]:
+    """Hyperparameter importances for each objective, as (its name, {param: importance}); none
+    where they cannot be told yet (too few completed trials, a single value per param)."""
     import optuna
 
-    try:  # of F1, the first objective, also in a multi-objective study
-        return optuna.importance.get_param_importances(study, target=first_value)
-    except (RuntimeError, ValueError, ZeroDivisionError):
-        return {}  # too few completed trials, or a single value per param
+    names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+    found = []
+    for index, name in enumerate(names):
+        # Optuna's default evaluator (PED-ANOVA) judges a given target as a loss, lower better
+        # (and warns that it does): a maximized objective is handed over negated. A single
+        # objective is judged in its own direction, with no target.
+        target = None if len(names) == 1 else _as_loss(index, study.directions[index])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*importances of params to achieve low")
+            try:
+                weights = optuna.importance.get_param_importances(study, target=target)
+            except (RuntimeError, ValueError, ZeroDivisionError):
+                continue
+        if weights:
+            found.append((name, weights))
+    return found
+
+
+def _as_loss(index: int, direction):
+    """Objective `index` of a trial as a value to minimize."""
+    import optuna
+
+    sign = -1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return lambda trial: sign * trial.values[index]
 
 
 def report(url: str, study_name: str, top: int = 10, out_dir: Path | None = None) -> tuple[str, Path]:
@@ -146,7 +169,6 @@ def report(url: str, study_name: str, top: int = 10, out_dir: Path | None = None
     finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
                                                         optuna.trial.TrialState.PRUNED))
     savings = pruning_savings([t for t in finished if ran_here(t)], space.max_epochs)
-    weights = importances(study)
 
     lines = [f"study '{study_name}' in {mask_url(url)}", *lineage_lines(study),
              f"trials: {counts.describe()}, running {counts.running}, waiting {counts.waiting}",
@@ -167,8 +189,8 @@ def report(url: str, study_name: str, top: int = 10, out_dir: Path | None = None
     lines += usage_lines(study, space.max_epochs)
     if space.is_multi_objective:
         lines += pareto_lines(study, space)
-    if weights:
-        lines += ["", "hyperparameter importances:"]
+    for objective, weights in importances(study):
+        lines += ["", f"hyperparameter importances for {objective}:"]
         lines += [f"  {name:<20} {value:.3f}" for name, value in weights.items()]
     folder = Path(out_dir or study_folder(REPORTS_DIR, study_name))
     private_folder(folder)
@@ -215,7 +237,8 @@ def pareto_lines(study, space) -> list[str]:
                      + f" {_cell(t.user_attrs.get(keys.COMPRESSED_TEST_F1))}"
                      f" {_cell(t.user_attrs.get(keys.FLOAT_VAL_F1))}"
                      f" {_cell(t.user_attrs.get(keys.SPARSITY))}")
-    lines.append("  pick one: sweeper best SPACE --pick \"max f1 where "
+    study_option = "" if study.study_name == space.name else f" --study {study.study_name}"
+    lines.append(f"  pick one: sweeper best {space.name}{study_option} --pick \"max f1 where "
                  f"{names[1]} <= ...\" --export point.yaml")
     return lines
 
@@ -236,6 +259,8 @@ def _figure_args(name: str, study) -> dict | None:
         return None if name == "pareto_front" else {}
     if name == "pareto_front":  # infeasible points are drawn apart: Optuna reads the constraints
         return {"target_names": study.metric_names}
+    if name == "param_importances":  # see importances(): a target is judged as a loss
+        return {"target": _as_loss(0, study.directions[0]), "target_name": study.metric_names[0]}
     if name in ONE_TARGET:
         return {"target": first_value, "target_name": study.metric_names[0]}
     return {}
@@ -243,8 +268,6 @@ def _figure_args(name: str, study) -> dict | None:
 
 def write_figures(study, folder: Path, summary: str) -> None:
     """report.html with Optuna's interactive figures, and one PNG per figure for pasting."""
-    import warnings
-
     import matplotlib
 
     matplotlib.use("Agg")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import sqlalchemy
 
 from sweeper.errors import StorageError
-from sweeper.storage.url import mask_url, password
+from sweeper.storage.url import StoreUrl, mask_url, password
 
 
 def store_errors() -> tuple:
@@ -77,14 +77,17 @@ def store_cause(error: BaseException) -> BaseException | None:
     return next((e for e in _chain(error) if isinstance(e, errors)), None)
 
 
-def describe_store_error(url: str, error: BaseException, what: str = "study store") -> str:
+def describe_store_error(url: str | StoreUrl, error: BaseException, what: str = "study store") -> str:
     """One line: the masked URL, the database's own reason, and the fix when we know it."""
+    if isinstance(url, StoreUrl):
+        masked, secret = url.masked, url.secret
+    else:  # any text, also one that does not parse
+        masked, secret = mask_url(url), password(url)
     reason = store_reason(error)
-    secret = password(url)
     if secret:  # a driver may echo the URL back
         reason = reason.replace(secret, "***")
     fix = store_problem(error)
-    return f"{what} {mask_url(url)}: {reason}" + (f"; {fix}" if fix else "")
+    return f"{what} {masked}: {reason}" + (f"; {fix}" if fix else "")
 
 
 def store_reason(error: BaseException) -> str:
@@ -102,7 +105,7 @@ def _chain(error: BaseException | None) -> list[BaseException]:
 
 
 @contextlib.contextmanager
-def store_trouble(url: str, what: str = "study store"):
+def store_trouble(url: str | StoreUrl, what: str = "study store"):
     """Turns store errors into the one-line StorageError (exit 2), the URL's password masked."""
     try:
         yield

@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sweeper.errors import StorageError
 from sweeper.paths import private_folder
 from sweeper.storage.errors import store_errors
-from sweeper.storage.url import mask_url, sqlite_path
+from sweeper.storage.url import StoreUrl, mask_url
 
 
 class StoreLock(Protocol):
@@ -39,20 +39,22 @@ class StoreLock(Protocol):
         """Whether this process holds it (taking it again if a server restart dropped it)."""
 
 
-def store_lock(url: str, name: str, engine=None) -> StoreLock:
+def store_lock(url: str | StoreUrl, name: str, engine=None) -> StoreLock:
     """The lock called `name` in the store at `url`. Server locks run on a connection of
     `engine` (checked out while held), else on a connection of their own."""
     digest = hashlib.sha256(name.encode()).hexdigest()
-    path = sqlite_path(url)
-    if path is not None:
-        return FileLock(Path(f"{path}.{digest[:12]}.lock"))
-    if sqlalchemy.engine.make_url(url).get_backend_name() == "postgresql":
-        return PostgresLock(url, int(digest[:15], 16), engine)
-    return MySQLLock(url, f"sweeper-{digest[:16]}", engine)
+    store = StoreUrl.parse(url)
+    if store.path is not None:
+        return FileLock(Path(f"{store.path}.{digest[:12]}.lock"))
+    if store.kind == "postgresql":
+        return PostgresLock(store.text, int(digest[:15], 16), engine)
+    return MySQLLock(store.text, f"sweeper-{digest[:16]}", engine)
 
 
 def budget_lock(storage, study_name: str) -> StoreLock:
-    return store_lock(str(storage.url), f"budget:{study_name}", storage.engine)
+    """`storage` is an RDBStorage; sweeper's own carries its parsed URL."""
+    url = getattr(storage, "store_url", None) or str(storage.url)
+    return store_lock(url, f"budget:{study_name}", storage.engine)
 
 
 def sweep_lock(url: str, study_name: str) -> StoreLock:

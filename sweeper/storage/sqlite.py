@@ -21,6 +21,7 @@ import os
 import sqlite3
 import threading
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 
 BUSY_TIMEOUT_S = 120
@@ -67,31 +68,37 @@ class QueuedConnection(sqlite3.Connection):
                 self._queue = None
 
 
-def connector(path: str):
-    """What SQLAlchemy calls for each new connection to the store at `path`."""
+@dataclass(frozen=True)
+class Connector:
+    """What SQLAlchemy calls for each new connection to the store at `path`. A class, not a
+    closure, so that a store object pickles (Optuna's RDBStorage keeps it in its engine options)."""
 
-    def connect():
+    path: str
+
+    def __call__(self) -> sqlite3.Connection:
         # isolation_level=None: sqlite3 leaves transactions to us (see begin_immediate).
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                check_same_thread=False, factory=QueuedConnection)
         conn.execute("PRAGMA synchronous=NORMAL")  # safe in WAL mode, far fewer fsyncs
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
-        conn.queue_path = f"{path}.write-queue"
+        conn.queue_path = f"{self.path}.write-queue"
         return conn
 
-    return connect
 
-
-def read_only_connector(path: Path):
+@dataclass(frozen=True)
+class ReadOnlyConnector:
     """Connections to a store that cannot be written here (a read-only file system, or another
     user's file). A reader of a WAL store normally writes its `-shm` index beside it. With a
     `-wal` file there (the store was not closed cleanly), SQLite reads it read-only using the
     `-shm` beside it; without one every trial is in the main file, which can then be opened
     immutable: no locks, no index, nothing written."""
-    quoted = urllib.parse.quote(str(path))
-    mode = "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1"
-    uri = f"file:{quoted}?{mode}"
-    return lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+    path: str
+
+    def __call__(self) -> sqlite3.Connection:
+        mode = "mode=ro" if Path(f"{self.path}-wal").exists() else "immutable=1"
+        uri = f"file:{urllib.parse.quote(self.path)}?{mode}"
+        return sqlite3.connect(uri, uri=True, check_same_thread=False)
 
 
 _read_only = threading.local()

@@ -1,9 +1,11 @@
 """Where the study store is: --storage beats SWEEPER_STORAGE beats storage/<space>.db, and a URL is
-shown only with its password masked."""
+shown only with its password masked. Opening a store parses its URL once, into a StoreUrl that
+every step of the opening takes."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy
@@ -52,9 +54,27 @@ def password(url: str) -> str | None:
         return None
 
 
+@dataclass(frozen=True)
+class StoreUrl:
+    """A store's URL, parsed once."""
+
+    text: str  # as given, password and all: handed only to the database driver
+    kind: str  # the database: sqlite, postgresql, mysql...
+    path: Path | None  # the file of a SQLite store; None for a server store or an in-memory one
+    masked: str  # safe to print or store
+    secret: str | None  # the password, to scrub from a driver's message that echoes it
+
+    @classmethod
+    def parse(cls, url: str | StoreUrl) -> StoreUrl:
+        if isinstance(url, StoreUrl):
+            return url
+        parsed = make_url(url)
+        kind = parsed.get_backend_name()
+        file = parsed.database if kind == "sqlite" and parsed.database != ":memory:" else None
+        return cls(text=url, kind=kind, path=Path(file) if file else None,
+                   masked=parsed.render_as_string(hide_password=True), secret=parsed.password)
+
+
 def sqlite_path(url: str) -> Path | None:
     """The file of a SQLite store; None for a server store (or an in-memory one)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database)
+    return StoreUrl.parse(url).path

@@ -35,7 +35,7 @@ from sweeper.storage.errors import (
 )
 from sweeper.storage.locks import StoreLock, sweep_lock
 from sweeper.storage.rdb import open_storage
-from sweeper.storage.url import mask_url, sqlite_path
+from sweeper.storage.url import StoreUrl, mask_url
 from sweeper.sweep.host_workers import ran_here_and_gone, wait_for_leftovers
 from sweeper.sweep.pool import WorkerPool, worker_command, worker_env
 from sweeper.sweep.progress import ProgressView, Snapshot, summary_lines
@@ -300,7 +300,8 @@ class Controller:
             self.say(f"\nslots over this run's {now - self.started:.0f}s:")
             for line in describe_use(slot_use(this_run, start=self.started, end=now)):
                 self.say(line)
-        where = sqlite_path(self.storage_url) or mask_url(self.storage_url)
+        store = StoreUrl.parse(self.storage_url)
+        where = store.path or store.masked
         for line in summary_lines(best_first(done, self.space.direction)[:5], str(where),
                                   self.space.name, self.study_name):
             self.say(line)

@@ -4,6 +4,7 @@ trials on one slot, and no idle gap at a replacement the successor was warm for.
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import optuna
@@ -22,17 +23,21 @@ def test_a_warm_successor_takes_the_slot_without_a_gap_or_an_overlap(project):
     trials = load(f"sqlite:///{project / 'storage' / 'handover_cnn.db'}", "handover_cnn").trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 7
     pids = [t.user_attrs["sweeper.pid"] for t in trials]
-    assert len(set(pids)) == 3, pids  # replaced every 3 trials
+    # Replaced once its 3 trials are done, or up to twice that while its successor is not warm
+    # yet (a busy machine starts processes slowly): never earlier, never later.
+    per_worker = [len(list(run)) for _, run in itertools.groupby(pids)]
+    assert len(per_worker) == len(set(pids)) >= 2, pids  # each worker ran once, in one stretch
+    assert all(3 <= n <= 6 for n in per_worker[:-1]) and per_worker[-1] <= 6, per_worker
 
     runs = sorted(runs_of(trials, now=0.0), key=lambda r: r.start)
     for before, after in zip(runs, runs[1:]):
         assert after.start >= before.end, f"two trials overlap on one slot: {before} {after}"
     use, = slot_use(runs)
     log = (project / "storage" / "logs" / "handover_cnn" / "worker-0.log").read_text()
-    assert log.count("asking for the next worker of this slot to warm up") >= 2
+    assert log.count("asking for the next worker of this slot to warm up") >= 1
     warm = len(re.findall(r"took its slot after waiting", log))
-    assert warm >= 1, log[-3000:]  # at least one successor was ready before the slot was free
-    # A successor that was warm in time took over within half a second.
-    assert sorted(use.replacement_gaps)[:warm] and min(use.replacement_gaps) < 0.5, \
-        use.replacement_gaps
+    assert warm >= 1, log[-3000:]  # a worker waits for its successor to be warm, so one was
+    # Every successor that was warm took over at once: as many gaps as warm takeovers are short
+    # (a cold start takes seconds: TensorFlow's import alone).
+    assert sum(gap < 1.0 for gap in use.replacement_gaps) >= warm, use.replacement_gaps
     assert "slots over this run's" in done.stdout and "at replacements" in done.stdout
