@@ -8,14 +8,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
+import optuna
 import psutil
 import pytest
 from conftest import ROOT
 
 from sweeper.errors import SweeperError
+from sweeper.storage.rdb import open_storage
 from sweeper.sweep.host_workers import _worker_study, host_workers, wait_for_leftovers
+from sweeper.worker.exits import EXIT_INTERRUPTED
 from sweeper.worker.lifeline import CONTROLLER_ENV, EXIT_GRACE_S, controller_pid, watch_controller
 
 # A process that watches its controller and reports what the worker would be told. With
@@ -82,6 +86,23 @@ def test_a_worker_that_does_not_stop_is_ended_by_its_lifeline(tmp_path):
     watcher.wait(timeout=EXIT_GRACE_S + 10)
     assert EXIT_GRACE_S - 1 < time.time() - killed < EXIT_GRACE_S + 5
     assert report.read_text() == f"stop: its controller (pid {controller.pid}) is gone\n"
+
+
+def test_a_worker_whose_controller_is_gone_asks_for_no_trial(tmp_path, monkeypatch):
+    """Asked before every trial, not only by the watch every half second: a trial that ends just
+    after its controller died starts no other (seen: 0.4-0.6 s after a controller's SIGKILL,
+    workers started new trials and failed them a second later)."""
+    from sweeper.worker import loop
+
+    monkeypatch.setenv(CONTROLLER_ENV, str(os.getpid()))  # never this process's own parent
+    monkeypatch.setattr(loop, "STOP", threading.Event())  # this test's own stop request
+    monkeypatch.setattr(loop, "_why_stopped", ["the worker was stopped"])
+    study = optuna.create_study(study_name="gone",
+                                storage=open_storage(f"sqlite:///{tmp_path / 'study.db'}"))
+    asked = []
+    code = loop.run_trials(study, lambda trial: asked.append(trial.number) or 0.0, budget=3)
+    assert (code, asked, len(study.trials)) == (EXIT_INTERRUPTED, [], 0)
+    assert loop.interrupted_reason() == f"interrupted: its controller (pid {os.getpid()}) is gone"
 
 
 def test_a_worker_started_by_hand_watches_nothing():

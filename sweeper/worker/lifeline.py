@@ -30,6 +30,16 @@ def controller_pid(environ=os.environ) -> int | None:
     return int(text) if text.isascii() and text.isdigit() else None
 
 
+def controller_gone(environ=os.environ) -> str | None:
+    """Why this process must stop, if the controller that started it is gone. The watch looks
+    every POLL_S; the worker also asks before each trial, so that a trial ending just after the
+    controller died starts no other."""
+    pid = controller_pid(environ)
+    if pid is None or os.getppid() == pid:
+        return None
+    return f"its controller (pid {pid}) is gone"
+
+
 def watch_controller(request_stop: Callable[[str], None], exit_code: int,
                      environ=os.environ) -> threading.Thread | None:
     """Starts the watch when a controller started this process; returns its thread, else None."""
@@ -45,7 +55,7 @@ def watch_controller(request_stop: Callable[[str], None], exit_code: int,
 def _watch(pid: int, request_stop: Callable[[str], None], exit_code: int) -> None:
     while os.getppid() == pid:
         time.sleep(POLL_S)
-    request_stop(f"its controller (pid {pid}) is gone")
+    request_stop(f"its controller (pid {pid}) is gone")  # as controller_gone() says it
     time.sleep(EXIT_GRACE_S)
     print(f"{time.strftime('%H:%M:%S')} still here {EXIT_GRACE_S}s after the controller (pid "
           f"{pid}) went; exiting now", flush=True)

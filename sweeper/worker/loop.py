@@ -37,7 +37,7 @@ from sweeper.storage.rdb import open_storage
 from sweeper.storage.url import mask_url
 from sweeper.worker.exits import EXIT_DONE, EXIT_FAILING, EXIT_INTERRUPTED, EXIT_RECYCLE
 from sweeper.worker.handover import SlotLock, time_to_ask
-from sweeper.worker.lifeline import watch_controller
+from sweeper.worker.lifeline import controller_gone, watch_controller
 from sweeper.worker.retries import fail_and_requeue, queue_retry
 from sweeper.worker.trial_run import Ending, Finished, Outcome, run_one
 
@@ -217,6 +217,9 @@ class TrialLoop:
                 return code
 
     def _time_to_leave(self) -> int | None:
+        gone = controller_gone()
+        if gone:  # before the watch's next look: no trial is asked for after the controller died
+            request_stop(gone)
         if STOP.is_set():
             log(f"stopped ({_why_stopped[0]})")
             return EXIT_INTERRUPTED
