@@ -88,7 +88,7 @@ def test_the_kit_leaves_out_what_a_node_has_or_a_sweep_does_not_need(kit):
     size = sum(p.stat().st_size for p in kit_dir.rglob("*") if p.is_file())
     assert size <= 60 * 2**20
     assert f"{size / 2**20:.1f} MiB (limit 60 MiB)" in said
-    assert (kit_dir / "sweeper" / "sweeper" / "worker.py").is_file()
+    assert (kit_dir / "sweeper" / "sweeper" / "worker" / "loop.py").is_file()
     assert not (kit_dir / "sweeper" / ".venv").exists() and not (kit_dir / "sweeper" / ".git").exists()
 
 
