@@ -25,7 +25,6 @@ from sweeper.text import short
 from sweeper.trials import best_trial, completed, first_value, ran_here
 
 REPORTS_DIR = Path("storage") / "reports"
-MODELS_DIR = Path("storage") / "models"
 
 
 # ---------------------------------------------------------------------------------------------

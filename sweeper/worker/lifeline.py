@@ -37,7 +37,7 @@ def controller_gone(environ=os.environ) -> str | None:
     pid = controller_pid(environ)
     if pid is None or os.getppid() == pid:
         return None
-    return f"its controller (pid {pid}) is gone"
+    return _gone(pid)
 
 
 def watch_controller(request_stop: Callable[[str], None], exit_code: int,
@@ -55,9 +55,13 @@ def watch_controller(request_stop: Callable[[str], None], exit_code: int,
 def _watch(pid: int, request_stop: Callable[[str], None], exit_code: int) -> None:
     while os.getppid() == pid:
         time.sleep(POLL_S)
-    request_stop(f"its controller (pid {pid}) is gone")  # as controller_gone() says it
+    request_stop(_gone(pid))
     time.sleep(EXIT_GRACE_S)
     print(f"{time.strftime('%H:%M:%S')} still here {EXIT_GRACE_S}s after the controller (pid "
           f"{pid}) went; exiting now", flush=True)
     sys.stdout.flush()
     os._exit(exit_code)
+
+
+def _gone(pid: int) -> str:
+    return f"its controller (pid {pid}) is gone"
