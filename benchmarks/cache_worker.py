@@ -34,7 +34,7 @@ def main(space_yaml: str, mode: str) -> int:
         model = keras.Sequential([keras.Input(data.input_shape), keras.layers.Flatten(),
                                   keras.layers.Dense(data.num_classes, activation="softmax")])
         model.compile("adam", "sparse_categorical_crossentropy")
-        model.fit(**train.training_input(data, 2048), epochs=1, verbose=0)
+        model.fit(**train.training_input(data, 2048, 0, 1), epochs=1, verbose=0)
 
     # Warm up on a few rows first, so what Keras itself allocates is not counted as data.
     rows = np.zeros((64, 8, 8, 1), dtype=np.float32)

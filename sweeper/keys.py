@@ -38,7 +38,10 @@ THREADS = "sweeper.threads"  # TensorFlow's CPU threads: results differ in the l
 SEED = "sweeper.seed"
 RSS_MB = "sweeper.rss_mb"
 DATA = "sweeper.data"
-EPOCHS_RUN = "sweeper.epochs_run"
+EPOCHS_RUN = "sweeper.epochs_run"  # by this run: a resumed trial's count leaves out what it resumed
+# A trial that went on from a checkpoint: {"trial": the number that wrote it, "epoch": epochs done}.
+RESUMED_FROM = "sweeper.resumed_from"
+RESUME_NOTE = "sweeper.resume_note"  # why a checkpoint found was not used
 LOSS_HISTORY = "sweeper.loss_history"
 SECONDS = "sweeper.seconds"  # where the trial's time went
 FAIL_REASON = "sweeper.fail_reason"
@@ -71,7 +74,7 @@ IMPORTED_FROM = "sweeper.imported_from"  # its result, imported: takes no budget
 RERUN_OF = "sweeper.rerun_of"  # its params, queued to run again under changed settings
 
 # A retry inherits its failed trial's user attributes; these describe the failed run only.
-PER_RUN = (FAIL_REASON, PRUNE_REASON)
+PER_RUN = (FAIL_REASON, PRUNE_REASON, RESUMED_FROM, RESUME_NOTE)
 
 # -- Optuna's own system attributes ----------------------------------------------------------
 RETRY_HISTORY = "retry_history"  # on a retry: the numbers of the trials it retries

@@ -130,13 +130,13 @@ def test_large_training_splits_stream_from_the_memory_mapped_cache(study, monkey
 
     monkeypatch.setattr(train, "STREAM_BYTES", 0)
     seen = []
-    original = train.Batches.__getitem__
+    original = train.EpochBatches.__getitem__
 
     def spy(self, index):
         seen.append(index)
         return original(self, index)
 
-    monkeypatch.setattr(train.Batches, "__getitem__", spy)
+    monkeypatch.setattr(train.EpochBatches, "__getitem__", spy)
     space = parse_space(SPACE)
     study.enqueue_trial({"optimizer": "adam", "learning_rate": 0.005})
     trial = study.ask()

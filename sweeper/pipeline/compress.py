@@ -211,7 +211,7 @@ def fine_tune(model, masks, data, *, epochs: int, batch_size: int, seed: int,
                   loss=model.loss or "sparse_categorical_crossentropy")
     callbacks = [] if should_stop is None else [StopCheck(should_stop)]
     try:
-        model.fit(**training_input(data, batch_size, seed), epochs=epochs, callbacks=callbacks,
+        model.fit(**training_input(data, batch_size, seed, epochs), epochs=epochs, callbacks=callbacks,
                   verbose=0)
     finally:
         for (kernel, _), original in zip(masks, originals):

@@ -11,6 +11,7 @@ beside them (sweeper.keys).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 
 import keras
@@ -20,7 +21,8 @@ import psutil
 from sweeper import keys
 from sweeper.metrics import metric_value
 from sweeper.pipeline import compress, evaluate, train
-from sweeper.pipeline.artifacts import save_trial_artifacts
+from sweeper.pipeline.artifacts import artifact_dir, save_trial_artifacts
+from sweeper.pipeline.checkpoint import Checkpoint, Saved
 from sweeper.pipeline.data import Dataset, load_dataset
 from sweeper.pipeline.model import build_model
 from sweeper.pipeline.stopwatch import Stopwatch
@@ -45,7 +47,8 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
     sweeper.keys) are stored on the trial."""
     config = space.config
     average = config["objective"]["average"]
-    seed = config["training"]["seed"] + trial.number
+    first = first_of_chain(trial)  # a retry trains as the trial it retries
+    seed = config["training"]["seed"] + first
     _mark_start(trial, worker_attrs, seed)
     params = space.suggest(trial)
     hp = space.hyperparameters(params)
@@ -53,17 +56,22 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
     with clock.stage("preprocess"):
         data = load_dataset(config["dataset"], config["preprocess"])
         trial.set_user_attr(keys.DATA, data.report)
+    checkpoint = Checkpoint(checkpoint_dir() / trial.study.study_name / str(first),
+                            space.fingerprint) if save_artifacts else None
     with clock.stage("build"):
         model, batch_size = _build(trial, space, hp, data, seed)
+        resumed = _resume(trial, model, checkpoint)
     with clock.stage("train"):
         reporter = train.fit(model, data, trial, batch_size, space.max_epochs, average,
-                             should_stop, seed)
+                             should_stop, seed, checkpoint, resumed)
     clock.seconds.update(reporter.seconds)
-    ran = {keys.EPOCHS_RUN: len(reporter.losses),
+    ran = {keys.EPOCHS_RUN: len(reporter.losses) - reporter.first_epoch,
            keys.LOSS_HISTORY: [round(x, 6) for x in reporter.losses]}
     if reporter.stop_reason is not None:
         keys.set_user_attrs(trial, {**ran, keys.PRUNE_REASON: reporter.stop_reason,
                                     keys.SECONDS: _rounded(clock.seconds)})
+        if checkpoint is not None:  # finished for good: nothing left to resume
+            checkpoint.remove()
         raise optuna.TrialPruned(reporter.stop_reason)
     with clock.stage("evaluate"):
         test_pred = evaluate.predict_classes(model, data.x_test)
@@ -78,8 +86,34 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
     keys.set_user_attrs(trial, {**ran, **{keys.TEST_PREFIX + name: metric
                                           for name, metric in test.items()},
                                 **measured, keys.SECONDS: _rounded(clock.seconds)})
+    if checkpoint is not None:
+        checkpoint.remove()
     return TrialResult(value=values[0], values=values, test=test, model=model, data=data,
                        params=params)
+
+
+def first_of_chain(trial) -> int:
+    """The number of the trial a retry retries (through retries of retries), else its own."""
+    attrs = keys.storage_of(trial.study).get_trial_system_attrs(keys.trial_id(trial))
+    return int((attrs.get(keys.RETRY_HISTORY) or [trial.number])[0])
+
+
+def checkpoint_dir() -> Path:
+    """Beside the artifacts: under the store's folder, shared by a cluster's nodes."""
+    return artifact_dir().parent / "checkpoints"
+
+
+def _resume(trial, model, checkpoint: Checkpoint | None) -> Saved | None:
+    """What the trial's checkpoint holds, loaded into `model`; None to train from epoch 1."""
+    if checkpoint is None:
+        return None
+    saved, why_not = checkpoint.read(model)
+    if why_not:
+        print(f"{why_not}; training from epoch 1", flush=True)
+        trial.set_user_attr(keys.RESUME_NOTE, why_not)
+    if saved is not None:
+        trial.set_user_attr(keys.RESUMED_FROM, {"trial": saved.trial, "epoch": saved.epoch})
+    return saved
 
 
 def _mark_start(trial: optuna.Trial, worker_attrs: dict | None, seed: int) -> None:

@@ -123,8 +123,8 @@ def _fit(space, data, recipe: Recipe):
     keras.utils.set_random_seed(recipe.seed)
     steps = -(-len(data.x_train) // recipe.batch_size)
     model = build_model(space.config["model"], recipe.hp, data, steps, recipe.schedule_epochs)
-    model.fit(**train.training_input(data, recipe.batch_size, recipe.seed), epochs=recipe.epochs,
-              verbose=0)
+    model.fit(**train.training_input(data, recipe.batch_size, recipe.seed, recipe.epochs),
+              epochs=recipe.epochs, verbose=0)
     return model
 
 
