@@ -49,3 +49,33 @@ def ran_here(trial) -> bool:
     """Whether the study ran the trial itself, rather than importing it from the study it was
     warm-started from (sweeper.sweep.warm_start): only trials run here used its slots and epochs."""
     return keys.IMPORTED_FROM not in trial.user_attrs
+
+
+def epochs_reached(trial) -> int | None:
+    """Epochs the trial's model trained in all: this run's (sweeper.epochs_run) and those a
+    checkpoint carried over from the runs it resumed. None for a trial that trained none."""
+    ran = trial.user_attrs.get(keys.EPOCHS_RUN)
+    if ran is None:
+        return None
+    return ran + (trial.user_attrs.get(keys.RESUMED_FROM) or {}).get("epoch", 0)
+
+
+def resumed(trials) -> tuple[int, float]:
+    """(How many trials went on from a checkpoint, the seconds of training that spared them):
+    each would otherwise have trained its checkpoint's epochs again."""
+    count, seconds = 0, 0.0
+    for t in trials:
+        start = t.user_attrs.get(keys.RESUMED_FROM)
+        if start:
+            count += 1
+            seconds += start.get("seconds", 0.0)
+    return count, seconds
+
+
+def describe_resumed(trials) -> str | None:
+    """'2 trials resumed from checkpoints: 41s of training not done again', or None."""
+    count, seconds = resumed(trials)
+    if not count:
+        return None
+    return (f"{count} trial{'s' if count > 1 else ''} resumed from checkpoints: "
+            f"{seconds:.0f}s of training not done again")

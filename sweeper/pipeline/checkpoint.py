@@ -13,7 +13,9 @@ every model), nor the validation F1 of the epochs done, and it writes its file i
   resumed, the weights equal the uncut run's to the last bit.
 - written atomically: the arrays to a new file, then the state that names it, by rename. A reader
   finds whole arrays or no checkpoint.
-- one per trial and its retries, under <checkpoints>/<study>/<first trial's number>/.
+- one per trial and its retries, under storage/checkpoints/<study>/<first trial's number>/ (beside
+  the artifacts: the store's folder, which a cluster's nodes share). It is removed once its trial
+  is finished for good: complete, pruned, or failed with no retry to come (remove_finished).
 - a checkpoint that cannot be read, was written under another space (its fingerprint), or holds
   another model (variable count or shapes), is ignored: the retry starts from epoch 1, and says
   why.
@@ -27,10 +29,13 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from sweeper.paths import private_folder
+from sweeper import keys
+from sweeper.paths import private_folder, study_folder
+from sweeper.pipeline.artifacts import artifact_dir
 
 STATE_FILE = "checkpoint.json"
 
@@ -43,6 +48,50 @@ class Saved:
     epoch: int  # epochs done
     scores: list[float] = field(default_factory=list)  # validation F1 after each of them
     losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0  # of training, over every run, that those epochs took
+
+
+def checkpoint_root() -> Path:
+    return artifact_dir().parent / "checkpoints"
+
+
+def chain_start(system_attrs: dict, number: int) -> int:
+    """The number of the trial that a retry retries (through retries of retries), else its own:
+    a retry trains as that trial, from its checkpoint."""
+    return int((system_attrs.get(keys.RETRY_HISTORY) or [number])[0])
+
+
+def chain_folder(study_name: str, first: int) -> Path:
+    return study_folder(checkpoint_root(), study_name) / str(first)
+
+
+def remove_finished(study_name: str, trials) -> int:
+    """Removes the checkpoints whose trial is finished for good: its chain's last trial is
+    complete or pruned, or failed and not marked to run again (a retry still to be queued is
+    marked: sweeper.worker.retries). `trials`: all of the study's. Safe at any time, beside
+    running workers. Returns how many it removed."""
+    folder = study_folder(checkpoint_root(), study_name)
+    if not folder.is_dir():
+        return 0
+    last: dict[int, Any] = {}  # chain -> its latest trial (a FrozenTrial)
+    for trial in trials:
+        first = chain_start(trial.system_attrs, trial.number)
+        if first not in last or trial.number > last[first].number:
+            last[first] = trial
+    removed = 0
+    for chain in folder.iterdir():
+        trial = last.get(int(chain.name)) if chain.name.isdigit() else None
+        if trial is not None and not _may_resume(trial):
+            Checkpoint(chain).remove()
+            removed += 1
+    return removed
+
+
+def _may_resume(trial) -> bool:
+    state = trial.state.name
+    if state in ("RUNNING", "WAITING"):
+        return True
+    return state == "FAIL" and trial.user_attrs.get(keys.REQUEUE) == trial.number
 
 
 def model_arrays(model) -> list[np.ndarray]:
@@ -84,7 +133,8 @@ class Checkpoint:
             with np.load(self.folder / state["arrays"]) as stored:
                 arrays = [stored[f"arr_{i}"] for i in range(state["count"])]
             saved = Saved(trial=int(state["trial"]), epoch=int(state["epoch"]),
-                          scores=list(state["scores"]), losses=list(state["losses"]))
+                          scores=list(state["scores"]), losses=list(state["losses"]),
+                          seconds=float(state.get("seconds", 0.0)))
         except (OSError, ValueError, KeyError, TypeError) as e:
             return None, f"checkpoint in {self.folder} unreadable ({type(e).__name__}: {e})"
         if state.get("space") != self.space_hash:

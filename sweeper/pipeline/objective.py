@@ -11,7 +11,6 @@ beside them (sweeper.keys).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 
 import keras
@@ -21,8 +20,8 @@ import psutil
 from sweeper import keys
 from sweeper.metrics import metric_value
 from sweeper.pipeline import compress, evaluate, train
-from sweeper.pipeline.artifacts import artifact_dir, save_trial_artifacts
-from sweeper.pipeline.checkpoint import Checkpoint, Saved
+from sweeper.pipeline.artifacts import save_trial_artifacts
+from sweeper.pipeline.checkpoint import Checkpoint, Saved, chain_folder, chain_start
 from sweeper.pipeline.data import Dataset, load_dataset
 from sweeper.pipeline.model import build_model
 from sweeper.pipeline.stopwatch import Stopwatch
@@ -56,14 +55,14 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
     with clock.stage("preprocess"):
         data = load_dataset(config["dataset"], config["preprocess"])
         trial.set_user_attr(keys.DATA, data.report)
-    checkpoint = Checkpoint(checkpoint_dir() / trial.study.study_name / str(first),
+    checkpoint = Checkpoint(chain_folder(trial.study.study_name, first),
                             space.fingerprint) if save_artifacts else None
     with clock.stage("build"):
         model, batch_size = _build(trial, space, hp, data, seed)
         resumed = _resume(trial, model, checkpoint)
     with clock.stage("train"):
         reporter = train.fit(model, data, trial, batch_size, space.max_epochs, average,
-                             should_stop, seed, checkpoint, resumed)
+                             should_stop, seed, checkpoint, resumed, space.checkpoint_every_s)
     clock.seconds.update(reporter.seconds)
     ran = {keys.EPOCHS_RUN: len(reporter.losses) - reporter.first_epoch,
            keys.LOSS_HISTORY: [round(x, 6) for x in reporter.losses]}
@@ -95,12 +94,7 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
 def first_of_chain(trial) -> int:
     """The number of the trial a retry retries (through retries of retries), else its own."""
     attrs = keys.storage_of(trial.study).get_trial_system_attrs(keys.trial_id(trial))
-    return int((attrs.get(keys.RETRY_HISTORY) or [trial.number])[0])
-
-
-def checkpoint_dir() -> Path:
-    """Beside the artifacts: under the store's folder, shared by a cluster's nodes."""
-    return artifact_dir().parent / "checkpoints"
+    return chain_start(attrs, trial.number)
 
 
 def _resume(trial, model, checkpoint: Checkpoint | None) -> Saved | None:
@@ -112,7 +106,8 @@ def _resume(trial, model, checkpoint: Checkpoint | None) -> Saved | None:
         print(f"{why_not}; training from epoch 1", flush=True)
         trial.set_user_attr(keys.RESUME_NOTE, why_not)
     if saved is not None:
-        trial.set_user_attr(keys.RESUMED_FROM, {"trial": saved.trial, "epoch": saved.epoch})
+        trial.set_user_attr(keys.RESUMED_FROM, {"trial": saved.trial, "epoch": saved.epoch,
+                                                "seconds": round(saved.seconds, 3)})
     return saved
 
 

@@ -15,6 +15,7 @@ import optuna
 from sweeper.pipeline import multi_objective
 from sweeper.pipeline.checkpoint import Checkpoint, Saved, model_arrays
 from sweeper.pipeline.evaluate import f1, predict_classes
+from sweeper.space.schema import CHECKPOINT_EVERY_S
 
 
 class TrialInterrupted(KeyboardInterrupt):
@@ -51,6 +52,7 @@ class EpochReporter(keras.callbacks.Callback):
         self.losses: list[float] = list(resumed.losses) if resumed else []
         self.scores: list[float] = list(resumed.scores) if resumed else []
         self.first_epoch = resumed.epoch if resumed else 0
+        self.resumed_seconds = resumed.seconds if resumed else 0.0
         self.stop_reason: str | None = None  # set when training was cut short
         self.pruned = False
         # Seconds spent training epochs, computing validation F1, and reporting it to the store;
@@ -102,6 +104,7 @@ class Checkpointing(keras.callbacks.Callback):
         self.written_epoch = reporter.first_epoch
         self.next_write = time.monotonic() + every_s
         self.seconds = 0.0  # spent keeping and writing
+        self.seconds_before = reporter.resumed_seconds  # of training, by the runs before this
 
     def on_epoch_end(self, epoch, logs=None):
         if self.reporter.stop_reason is not None:
@@ -109,7 +112,8 @@ class Checkpointing(keras.callbacks.Callback):
         started = time.perf_counter()
         r = self.reporter
         self.last = (model_arrays(self.model),
-                     Saved(self.trial_number, epoch + 1, list(r.scores), list(r.losses)))
+                     Saved(self.trial_number, epoch + 1, list(r.scores), list(r.losses),
+                           self.seconds_before + r.seconds["epochs"]))
         self.seconds += time.perf_counter() - started
         if time.monotonic() >= self.next_write:
             self.flush()
@@ -210,7 +214,8 @@ def _tf_epochs(data, batch_size: int, seed: int, epochs: int, first_epoch: int):
 
 def fit(model, data, trial, batch_size: int, max_epochs: int, average: str,
         should_stop=None, seed: int = 0, checkpoint: Checkpoint | None = None,
-        resumed: Saved | None = None, checkpoint_every_s: float = 60.0) -> EpochReporter:
+        resumed: Saved | None = None,
+        checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> EpochReporter:
     """Trains from epoch 1, or from where `resumed` (read from `checkpoint`) stood: its epochs'
     validation F1 is reported again, so pruners judge the trial as if it had never been cut."""
     reporter = EpochReporter(trial, data.x_val, data.y_val, average, resumed)

@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from sweeper import keys
-from sweeper.trials import ran_here
+from sweeper.trials import epochs_reached, ran_here
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def slot_hours(trials, max_epochs: int, now: float) -> tuple[float, float]:
         used += seconds
         ran = t.user_attrs.get(keys.EPOCHS_RUN)
         if t.state.name == "PRUNED" and ran:
-            saved += seconds / ran * max(0, max_epochs - ran)
+            saved += seconds / ran * max(0, max_epochs - (epochs_reached(t) or ran))
     return used / 3600, saved / 3600
 
 

@@ -22,7 +22,14 @@ from sweeper.storage.counts import study_counts
 from sweeper.storage.rdb import open_storage
 from sweeper.storage.url import mask_url
 from sweeper.text import short
-from sweeper.trials import best_trial, completed, first_value, ran_here
+from sweeper.trials import (
+    best_trial,
+    completed,
+    describe_resumed,
+    epochs_reached,
+    first_value,
+    ran_here,
+)
 
 REPORTS_DIR = Path("storage") / "reports"
 
@@ -76,6 +83,8 @@ def status_text(url: str) -> str:
                      f"{counts.describe()}, running {counts.running}, waiting "
                      f"{counts.waiting}; {best}")
         lines += [f"    {line}" for line in lineage_lines(study)]
+        if (line := describe_resumed(study.get_trials(deepcopy=False))) is not None:
+            lines.append(f"    {line}")
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             host = t.user_attrs.get(keys.HOST, "?")
             hosts.setdefault(host, set()).add(t.user_attrs.get(keys.PID))
@@ -117,9 +126,9 @@ def pruning_savings(trials: list, max_epochs: int) -> PruningSavings:
         if not ran:
             continue
         counted += 1
-        epochs += ran
+        epochs += epochs_reached(t) or ran  # a resumed trial's checkpointed epochs too
         train_s = t.user_attrs.get(keys.SECONDS, {}).get("train", 0.0)
-        seconds += train_s
+        seconds += train_s + (t.user_attrs.get(keys.RESUMED_FROM) or {}).get("seconds", 0.0)
         seconds_full += train_s / ran * max_epochs
     return PruningSavings(int(epochs), counted * max_epochs, seconds, seconds_full)
 
@@ -178,13 +187,15 @@ def report(url: str, study_name: str, top: int = 10, out_dir: Path | None = None
         test_f1 = delivered_test_f1(t)
         lines.append(f"  {rank:>4} {t.number:>5} {first_value(t):>7.4f} "
                      f"{'-' if test_f1 is None else f'{test_f1:.4f}':>7} "
-                     f"{t.user_attrs.get(keys.EPOCHS_RUN, '?')!s:>6}  {params}"
+                     f"{epochs_reached(t) or '?'!s:>6}  {params}"
                      + ("" if ran_here(t) else "  (imported: {study} #{trial})".format(
                          **t.user_attrs[keys.IMPORTED_FROM])))
     lines += ["", f"pruning saved {savings.epochs_saved_fraction:.0%} of the epochs: trained "
               f"{savings.epochs_trained} of {savings.epochs_unpruned} epochs, "
               f"{savings.seconds_trained:.0f}s of {savings.seconds_unpruned:.0f}s of training "
               "(finished trials against all of them trained to max_epochs)"]
+    if (line := describe_resumed(finished)) is not None:
+        lines.append(line)
     lines += usage_lines(study, space.max_epochs)
     if space.is_multi_objective:
         lines += pareto_lines(study, space)
@@ -346,7 +357,7 @@ def best_params(url: str, study_name: str, pick: str | None = None) -> dict:
         "test_f1": delivered_test_f1(best),
         "seed": best.user_attrs.get(keys.SEED),
         "threads": best.user_attrs.get(keys.THREADS),
-        "epochs": best.user_attrs.get(keys.EPOCHS_RUN, space.max_epochs),
+        "epochs": epochs_reached(best) or space.max_epochs,
         "params": dict(best.params),
         "hyperparameters": space.hyperparameters(dict(best.params)),
         **({"metrics": measures(best),

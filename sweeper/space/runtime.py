@@ -11,7 +11,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-from sweeper.space.schema import HALVING, PRUNERS, SAMPLERS, TRAINING_HPARAMS, halving_min_resource
+from sweeper.space.schema import (
+    CHECKPOINT_EVERY_S,
+    HALVING,
+    PRUNERS,
+    SAMPLERS,
+    TRAINING_HPARAMS,
+    halving_min_resource,
+)
+
+# Keys that say how a trial is run, not what it is: left out of the fingerprint.
+CADENCE_KEYS = ("checkpoint_every_s",)
 
 
 @dataclass(frozen=True)
@@ -121,7 +131,9 @@ class SearchSpace:
     def fingerprint(self) -> str:
         """Hash of the meaning of the space (not its comments or layout), params included."""
         params = [p.meaning() for p in self.params]
-        canonical = json.dumps([self.config, params], sort_keys=True, default=str)
+        config = {**self.config, "training": {k: v for k, v in self.config["training"].items()
+                                              if k not in CADENCE_KEYS}}
+        canonical = json.dumps([config, params], sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     @property
@@ -131,6 +143,10 @@ class SearchSpace:
     @property
     def max_epochs(self) -> int:
         return self.config["training"]["max_epochs"]
+
+    @property
+    def checkpoint_every_s(self) -> float:
+        return float(self.config["training"].get("checkpoint_every_s", CHECKPOINT_EVERY_S))
 
     @property
     def objectives(self) -> list[str]:

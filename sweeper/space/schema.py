@@ -101,7 +101,7 @@ SECTION_KEYS: dict[str, dict[str, type]] = {
         "color_mode": str,
     },
     "preprocess": {"normalize": str, "drop_duplicates": bool, "drop_nonfinite": bool},
-    "training": {"max_epochs": int, "seed": int,
+    "training": {"max_epochs": int, "seed": int, "checkpoint_every_s": float,
                  **{name: spec.kind for name, spec in TRAINING_HPARAMS.items()}},
     "objective": {"metric": str, "average": str, "direction": str},
     "compress": {"quantize": str, "sparsity": float, "finetune_epochs": int,
@@ -125,6 +125,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                  "calibration_samples": 200},
 }
 QUANTIZE_CHOICES = ("int8", "none")
+# How often a training trial writes its checkpoint at most, when its space does not say. Writing
+# is spaced further apart where it is slow (sweeper.pipeline.train.Checkpointing: at most 2% of
+# training time), so this bounds what a killed trial loses: the epochs of up to this many
+# seconds. Not filled into the config: the cadence is no part of a study's meaning (its
+# fingerprint), and a study made before the option existed resumes.
+CHECKPOINT_EVERY_S = 10.0
 MAX_FINETUNE_EPOCHS = 1000
 # Samplers that can weigh several objectives, and those that can also honour constraints.
 MULTI_OBJECTIVE_SAMPLERS = ("tpe", "random", "nsga2", "nsga3", "qmc", "grid")

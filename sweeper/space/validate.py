@@ -14,6 +14,7 @@ from sweeper.space.schema import (
     AVERAGE_CHOICES,
     BUILTIN_DATASETS,
     BUILTIN_MODELS,
+    CHECKPOINT_EVERY_S,
     COMPRESS_HPARAMS,
     CONSTRAINT_SAMPLERS,
     DEFAULT_PRUNER,
@@ -161,6 +162,11 @@ class Validator(ParamChecks):
         if not 1 <= training["max_epochs"] <= 100000:
             self.fail("training.max_epochs", f"must be at least 1, got {training['max_epochs']}",
                       "write e.g. 20")
+        every = training.get("checkpoint_every_s", CHECKPOINT_EVERY_S)
+        if not 0 <= every <= 86400:
+            self.fail("training.checkpoint_every_s", f"must be 0 to 86400 seconds, got {every}",
+                      f"write e.g. {CHECKPOINT_EVERY_S:g} (0: after every epoch the 2% rule "
+                      "allows)")
         for k, v in training.items():
             if k in TRAINING_HPARAMS:
                 self.hparam_value(TRAINING_HPARAMS[k], v, f"training.{k}")

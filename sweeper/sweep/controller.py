@@ -22,6 +22,7 @@ from sweeper.errors import StorageError
 from sweeper.gpus import Slot, gpu_names, threads_per_worker
 from sweeper.paths import check_study_name, private_folder, study_folder
 from sweeper.pipeline.artifacts import ARTIFACT_DIR_ENV, artifact_dir
+from sweeper.pipeline.checkpoint import remove_finished
 from sweeper.results.occupancy import describe as describe_use
 from sweeper.results.occupancy import runs_of, slot_use
 from sweeper.space import SearchSpace
@@ -42,7 +43,7 @@ from sweeper.sweep.progress import ProgressView, Snapshot, summary_lines
 from sweeper.sweep.studies import free_study_name, prepare_study, study_names
 from sweeper.sweep.study_info import masked_command, record_run, write_note
 from sweeper.sweep.warm_start import choose_study, seed_study
-from sweeper.trials import best_first
+from sweeper.trials import best_first, describe_resumed
 from sweeper.worker.exits import EXIT_INTERRUPTED
 from sweeper.worker.retries import fail_and_requeue, pending, queue_pending
 
@@ -274,7 +275,7 @@ class Controller:
     # -- signals -----------------------------------------------------------------------------
 
     def _on_drain(self, signum, frame) -> None:
-        """Slurm's warning before the time limit: workers finish their trial and start no other."""
+        """Slurm's warning before the time limit: workers checkpoint their trial and leave."""
         self.draining = True
         if self.pool is not None:
             self.pool.drain()
@@ -293,6 +294,7 @@ class Controller:
         write_note(self.study, self.space)
         self.progress.show(Snapshot.of(self.study, counts, self.space.max_epochs), final=True)
         trials = self.study.get_trials(deepcopy=False)
+        remove_finished(self.study_name, trials)  # those of trials cut and not yet run again stay
         done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         now = time.time()
         this_run = [r for r in runs_of(trials, now) if r.start >= self.started]
@@ -302,6 +304,8 @@ class Controller:
                 self.say(line)
         store = StoreUrl.parse(self.storage_url)
         where = store.path or store.masked
+        if (resumed := describe_resumed(trials)) is not None:
+            self.say(resumed)
         for line in summary_lines(best_first(done, self.space.direction)[:5], str(where),
                                   self.space.name, self.study_name):
             self.say(line)

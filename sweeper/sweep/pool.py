@@ -107,7 +107,7 @@ class WorkerPool:
                 worker.successor = self._start(worker)
 
     def drain(self) -> None:
-        """Slurm's warning before the time limit: workers finish their trial, start no other."""
+        """Slurm's warning before the time limit: workers checkpoint their trial and leave."""
         for process in self._running():
             process.send_signal(signal.SIGUSR1)
 

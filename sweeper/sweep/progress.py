@@ -19,7 +19,7 @@ from sweeper.metrics import delivered_test_f1
 from sweeper.results.occupancy import slot_hours
 from sweeper.storage.counts import TrialCounts
 from sweeper.text import clock, short
-from sweeper.trials import best_trial, first_value
+from sweeper.trials import best_trial, epochs_reached, first_value, resumed
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Snapshot:
     best: tuple[float, int] | None = None  # (value, trial number)
     running: tuple[RunningTrial, ...] = ()
     slot_hours: tuple[float, float] = (0.0, 0.0)  # used, saved by pruning
+    resumed: tuple[int, float] = (0, 0.0)  # trials resumed from checkpoints, seconds that saved
 
     @classmethod
     def of(cls, study, counts: TrialCounts, max_epochs: int) -> Snapshot:
@@ -49,7 +50,8 @@ class Snapshot:
         rows = sorted((RunningTrial(str(t.user_attrs.get(keys.WORKER, "?")), t.number,
                                     len(t.intermediate_values)) for t in running),
                       key=lambda r: r.worker)
-        return cls(counts, best, tuple(rows), slot_hours(trials, max_epochs, time.time()))
+        return cls(counts, best, tuple(rows), slot_hours(trials, max_epochs, time.time()),
+                   resumed(trials))
 
 
 def time_left(elapsed: float, done_now: int, remaining: int,
@@ -117,6 +119,9 @@ class ProgressView:
                 if snapshot.best else "")
         used, saved = snapshot.slot_hours
         cost = f" | {used:.2f} slot-h, pruning saved {saved:.2f}" if used else ""
+        count, seconds = snapshot.resumed
+        if count:
+            cost += f" | {count} resumed, {seconds:.0f}s not retrained"
         return f"{counts.describe()} | running {counts.running}{best}{self._eta(counts)}{cost}"
 
     def line(self, snapshot: Snapshot) -> str:
@@ -183,7 +188,7 @@ def summary_lines(best_trials: list, where: str, space_name: str, study_name: st
             params = ", ".join(f"{k}={short(v)}" for k, v in t.params.items())
             lines.append(f"  #{t.number:<4} {first_value(t):.4f}  "
                          f"{_or_nan(delivered_test_f1(t)):.4f}"
-                         f"  {t.user_attrs.get(keys.EPOCHS_RUN, '?'):>3}  {params}")
+                         f"  {epochs_reached(t) or '?':>3}  {params}")
     target = f"--study {study_name}" if study_name != space_name else ""
     lines.append(f"\nstudy '{study_name}' is in {where}")
     lines.append(f"inspect it: sweeper dashboard {space_name} {target}".rstrip()

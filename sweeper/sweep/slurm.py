@@ -23,7 +23,8 @@ from sweeper.paths import private_folder, study_folder
 from sweeper.storage.url import STORAGE_ENV, mask_url
 
 SLURM_DIR = Path("storage") / "slurm"
-WARN_BEFORE_END_S = 300  # SIGUSR1 this long before the limit: finish trials, start none
+# SIGUSR1 this long before the limit: workers checkpoint the trials they are in and leave.
+WARN_BEFORE_END_S = 300
 
 
 @dataclass
@@ -74,8 +75,11 @@ def render_script(job: SlurmJob, project_dir: Path, log_dir: Path) -> str:
         f"#SBATCH --gres=gpu:{job.gpus_per_node}",
         f"#SBATCH --time={job.time_limit}",
         # A warning signal before the limit, to the batch shell, which forwards it: workers
-        # finish the trial they are in and take no new one.
+        # checkpoint the trial they are in and leave; the next job resumes it.
         f"#SBATCH --signal=B:USR1@{warn}",
+        # A task preempted (its SIGTERM is a stop request too: the trials checkpoint) is put
+        # back in the queue, and goes on from the checkpoints when it starts again.
+        "#SBATCH --requeue",
         f"#SBATCH --output={log_dir}/%A_%a.log",
     ]
     if job.partition:

@@ -41,8 +41,11 @@ def prepare_study(space: SearchSpace, storage_url: str, study_name: str, trials:
                 f"--study NAME to pick another, or restore the file")
     study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
                                 directions=space.directions)
-    if study_name not in existing:
+    if study.user_attrs.get(keys.SPACE_YAML) != space.text:
+        # Same meaning (the fingerprint), other text: comments, or how trials run (such as the
+        # checkpoint cadence), which workers read from here.
         study.set_user_attr(keys.SPACE_YAML, space.text)
+    if study_name not in existing:
         study.set_user_attr(keys.SPACE_HASH, space.fingerprint)
         study.set_user_attr(keys.SPACE_NAME, space.name)
         study.set_user_attr(keys.CREATED, time.strftime("%Y-%m-%dT%H:%M:%S%z"))

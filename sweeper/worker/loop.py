@@ -60,8 +60,11 @@ def log(message: str) -> None:
 # training checks it every batch.
 STOP = threading.Event()
 _why_stopped = ["the worker was stopped"]
-# Set by SIGUSR1 (Slurm's warning before a time limit): finish the running trial, start no other.
+# Set by SIGUSR1 (Slurm's warning before a time limit), with STOP: the running trial is cut (its
+# checkpoint written, its retry queued) and the worker leaves as one that is done. Finishing the
+# trial instead could not finish an hour-long trial in the minutes the warning gives.
 DRAIN = threading.Event()
+DRAIN_REASON = "the time limit is near"
 
 
 def request_stop(reason: str) -> None:
@@ -81,7 +84,10 @@ def _request_stop(signum, frame):
 
 
 def _request_drain(signum, frame):
+    if not STOP.is_set():
+        _why_stopped[0] = DRAIN_REASON
     DRAIN.set()
+    STOP.set()
 
 
 def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = None,
@@ -220,12 +226,12 @@ class TrialLoop:
         gone = controller_gone()
         if gone:  # before the watch's next look: no trial is asked for after the controller died
             request_stop(gone)
-        if STOP.is_set():
-            log(f"stopped ({_why_stopped[0]})")
-            return EXIT_INTERRUPTED
         if DRAIN.is_set():
             log("asked to drain (time limit near); taking no new trials")
             return EXIT_DONE
+        if STOP.is_set():
+            log(f"stopped ({_why_stopped[0]})")
+            return EXIT_INTERRUPTED
         if self.deadline is not None and time.time() >= self.deadline:
             log("time limit reached; taking no new trials")
             return EXIT_DONE
@@ -258,7 +264,7 @@ class TrialLoop:
         if outcome.ending is Ending.INTERRUPTED:
             _close_interrupted(self.study, outcome.trial, interrupted_reason())
             log(f"stopped ({_why_stopped[0]})")
-            return EXIT_INTERRUPTED
+            return EXIT_DONE if DRAIN.is_set() else EXIT_INTERRUPTED
         if outcome.ending is Ending.STORE_LOST:
             return self._store_lost(outcome)
         return self._finished(outcome.finished)

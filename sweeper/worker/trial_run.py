@@ -95,9 +95,20 @@ class _Attempt:
             raise
         except Exception as e:
             self.finished = Finished(trial.number, "FAIL", reason=_failure_reason(trial, e))
+            _discard_checkpoint(trial)  # failed of itself: it does not run again
             raise
         self.finished = _returned(trial.number, value)
         return value
+
+
+def _discard_checkpoint(trial) -> None:
+    from sweeper.pipeline.checkpoint import Checkpoint, chain_folder, chain_start
+
+    try:
+        attrs = trial.storage.get_trial_system_attrs(keys.trial_id(trial))
+    except store_errors():
+        return  # the sweep's end removes it (checkpoint.remove_finished)
+    Checkpoint(chain_folder(trial.study.study_name, chain_start(attrs, trial.number))).remove()
 
 
 def _returned(number: int, value) -> Finished:

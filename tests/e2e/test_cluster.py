@@ -3,6 +3,7 @@ restart mid-sweep, and a worker on another machine dying (heartbeats)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -12,7 +13,7 @@ import time
 
 import optuna
 import pytest
-from conftest import ROOT, _server_database, load, run_sweeper, wait_for_running
+from conftest import ROOT, TEST_SPACES, _server_database, load, run_sweeper, wait_for_running
 
 pytestmark = pytest.mark.slow
 State = optuna.trial.TrialState
@@ -77,8 +78,66 @@ def test_slurm_array_runs_pinned_workers_on_postgres(project, slurm, monkeypatch
         drop()
 
 
-def test_time_limit_warning_drains_workers(project):
-    """SIGUSR1 (what Slurm sends before the limit): trials in flight finish, no new one starts."""
+# Trials of ~200 epochs (tens of seconds here): whenever the time limit comes, a trial is in its
+# middle; three of them outlast a one-minute job.
+SLURM_CUT_SPACE = (TEST_SPACES / "resume_cnn.yaml").read_text().replace(
+    "max_epochs: 40", "max_epochs: 200")
+
+
+def _wait_for_job(job_id: str, seconds: float) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if not subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True,
+                              text=True).stdout.strip():
+            return
+        time.sleep(2)
+    pytest.fail(f"job {job_id} did not end in {seconds:.0f}s")
+
+
+def test_a_job_cut_by_its_time_limit_is_resumed_by_the_next(project, slurm, monkeypatch):
+    """A one-minute job: Slurm's warning (or, late, its SIGTERM at the limit) cuts the trial in
+    flight, which writes its checkpoint; the next job resumes it at the epoch it reached."""
+    (project / "search_spaces" / "slurm_cut.yaml").write_text(SLURM_CUT_SPACE)
+    url, drop = _server_database("postgres")
+    monkeypatch.setenv("SLURM_CONF", slurm)
+    folder = project / "storage" / "slurm" / "slurm_cut"
+    budget = 4
+    def submit(limit: str) -> str:
+        submitted = run_sweeper("slurm", "slurm_cut", "--nodes", "1", "--gpus-per-node", "1",
+                                "--time", limit, "--trials", str(budget), "--storage", url,
+                                "--submit")
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        _wait_for_job(submitted.stdout.split("submitted job ")[1].split()[0], 400)
+        return "".join(p.read_text() for p in folder.glob("*.log"))
+
+    try:
+        # A one-minute job may end between two trials, or in a trial's first epoch (a few
+        # percent of the time): then nothing was cut with epochs done, and another is tried.
+        for _ in range(3):
+            logs = submit("1")
+            cut = [t for t in load(url, "slurm_cut").trials
+                   if t.state == State.FAIL and t.intermediate_values]
+            if cut:
+                break
+        assert cut, logs[-3000:]
+        logs = submit("00:10:00")
+        trials = {t.number: t for t in load(url, "slurm_cut").trials}
+        assert sum(t.state == State.COMPLETE for t in trials.values()) == budget, logs[-3000:]
+        for trial in cut:
+            retry = next(t for t in trials.values()
+                         if (t.system_attrs.get("retry_history") or [None])[-1] == trial.number)
+            reached = len(trial.intermediate_values)
+            assert retry.user_attrs["sweeper.resumed_from"]["epoch"] == reached, logs[-3000:]
+            assert retry.user_attrs["sweeper.epochs_run"] == 200 - reached
+        assert "resumed from checkpoints" in logs
+        assert not list((project / "storage" / "checkpoints").rglob("*.npz"))
+    finally:
+        drop()
+
+
+def test_time_limit_warning_checkpoints_the_trials_and_leaves(project):
+    """SIGUSR1 (what Slurm sends before the limit): the trials in flight are cut at once, each
+    with its checkpoint written and its retry queued for the next job; no new one starts."""
     url = f"sqlite:///{project / 'storage' / 'long_cnn.db'}"
     sweep = subprocess.Popen([sys.executable, "-m", "sweeper", "sweep", "long_cnn", "--trials",
                               "20", "--workers", "2"], stdout=subprocess.PIPE,
@@ -92,10 +151,19 @@ def test_time_limit_warning_drains_workers(project):
             sweep.kill()
     assert sweep.returncode == 0, output
     assert "workers drained" in output
-    trials = load(url, "long_cnn").trials
-    assert [t.number for t in trials if t.number in (r.number for r in running)]
-    assert all(t.state == State.COMPLETE for t in trials if t.number in {r.number for r in running})
-    assert not [t for t in trials if t.state in (State.RUNNING, State.FAIL)]
+    trials = {t.number: t for t in load(url, "long_cnn").trials}
+    cut = [trials[r.number] for r in running if trials[r.number].state == State.FAIL]
+    assert cut, output  # the warning came while they trained (40 epochs each)
+    for trial in cut:
+        assert "the time limit is near; queued to run again" in \
+            trial.user_attrs["sweeper.fail_reason"]
+        state = project / "storage" / "checkpoints" / "long_cnn" / str(trial.number)
+        assert json.loads((state / "checkpoint.json").read_text())["epoch"] == \
+            len(trial.intermediate_values)  # written at the last epoch done
+    waiting = [t for t in trials.values() if t.state == State.WAITING]
+    assert sorted(t.system_attrs["retry_history"][-1] for t in waiting) == \
+        sorted(t.number for t in cut)
+    assert not [t for t in trials.values() if t.state == State.RUNNING]
     assert len(trials) < 20
 
 
