@@ -140,6 +140,16 @@ def test_fingerprint_ignores_comments_but_not_meaning():
     assert parse_space(space_text(params=wider)).fingerprint != a.fingerprint
 
 
+def test_the_checkpoint_cadence_is_no_part_of_the_fingerprint():
+    """How often a trial writes its checkpoint says how it runs, not what it is: a study resumes
+    under another cadence, and one made before the option existed resumes with it set."""
+    plain = parse_space(space_text())
+    often = parse_space(space_text(training={"checkpoint_every_s": 2}))
+    assert often.fingerprint == plain.fingerprint
+    assert often.checkpoint_every_s == 2.0 and plain.checkpoint_every_s == 10.0
+    assert "checkpoint_every_s" not in plain.config["training"]
+
+
 def test_user_model_may_use_any_param_name():
     space = parse_space(space_text(model={"function": "user_models:small_dense"},
                                    params={"width": {"type": "int", "low": 4, "high": 8}}))
@@ -160,6 +170,8 @@ BAD_SPACES = [
     ("model: {name: cnn}\ntraining: {max_epochs: three}\n" + LR,
      ["training.max_epochs", "whole number"]),
     ("model: {name: cnn}\ntraining: {max_epochs: 0}\n" + LR, ["training.max_epochs", "at least 1"]),
+    ("model: {name: cnn}\ntraining: {checkpoint_every_s: -1}\n" + LR,
+     ["training.checkpoint_every_s", "0 to 86400", "write e.g. 10"]),
     ("model: {name: resnet}\n" + LR, ["model.name", "resnet", "cnn, mlp"]),
     (LR, ["model", "needs a name"]),
     ("model: {name: cnn}\ndataset: {name: imagenet}\n" + LR, ["dataset.name", "imagenet"]),

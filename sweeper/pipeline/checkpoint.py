@@ -108,9 +108,8 @@ class Checkpoint:
         self.folder = Path(folder)
         self.space_hash = space_hash  # the space it was written under: another is refused
 
-    def write(self, arrays: list[np.ndarray], saved: Saved) -> float:
-        """Writes it atomically; the seconds it took."""
-        started = time.perf_counter()
+    def write(self, arrays: list[np.ndarray], saved: Saved) -> None:
+        """Writes it atomically: a write cut short leaves the checkpoint before it whole."""
         private_folder(self.folder)
         name = f"arrays-{time.time_ns()}.npz"
         _write_atomically(self.folder / name,
@@ -120,7 +119,6 @@ class Checkpoint:
         for old in self.folder.glob("arrays-*.npz"):
             if old.name != name:
                 old.unlink(missing_ok=True)
-        return time.perf_counter() - started
 
     def read(self, model) -> tuple[Saved | None, str | None]:
         """Loads it into `model` (built and compiled). (what it holds, None) when it could be
@@ -135,7 +133,7 @@ class Checkpoint:
             saved = Saved(trial=int(state["trial"]), epoch=int(state["epoch"]),
                           scores=list(state["scores"]), losses=list(state["losses"]),
                           seconds=float(state.get("seconds", 0.0)))
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except Exception as e:  # a spoiled file fails in many ways (zip, JSON, numpy, ...)
             return None, f"checkpoint in {self.folder} unreadable ({type(e).__name__}: {e})"
         if state.get("space") != self.space_hash:
             return None, (f"checkpoint in {self.folder} was written under another space "

@@ -104,6 +104,7 @@ class Checkpointing(keras.callbacks.Callback):
         self.written_epoch = reporter.first_epoch
         self.next_write = time.monotonic() + every_s
         self.seconds = 0.0  # spent keeping and writing
+        self.failed = False  # a write failed: said once, not at every try
         self.seconds_before = reporter.resumed_seconds  # of training, by the runs before this
 
     def on_epoch_end(self, epoch, logs=None):
@@ -122,14 +123,18 @@ class Checkpointing(keras.callbacks.Callback):
         """Writes the last epoch's state, unless it is written already."""
         if self.last is None or self.last[1].epoch == self.written_epoch:
             return
+        started = time.perf_counter()
         try:
-            took = self.checkpoint.write(*self.last)
-        except OSError as e:  # a full disk: training goes on without a checkpoint
-            self.say(f"checkpoint not written ({e.strerror or e}); training goes on without it")
-            self.next_write = time.monotonic() + self.every_s
-            return
+            self.checkpoint.write(*self.last)
+            self.written_epoch = self.last[1].epoch
+        except OSError as e:  # a full disk: training goes on, and tries again at the cadence
+            if not self.failed:
+                self.say(f"checkpoint of trial {self.trial_number} not written in "
+                         f"{self.checkpoint.folder} ({e.strerror or e}); training goes on "
+                         "without it")
+            self.failed = True
+        took = time.perf_counter() - started
         self.seconds += took
-        self.written_epoch = self.last[1].epoch
         self.next_write = time.monotonic() + max(self.every_s, self.WRITE_SHARE * took)
 
 
