@@ -26,6 +26,7 @@ def rows(quick: bool, stores: list[str]):
         occupancy,
         orchestration,
         resources,
+        resume,
         search,
         startup,
         training,
@@ -42,6 +43,7 @@ def rows(quick: bool, stores: list[str]):
     yield (9,), lambda: [occupancy.slot_occupancy(quick)]
     yield (10,), lambda: [compression.compression_sweep(quick)]
     yield (11,), lambda: [warm_start.warm_start(quick)]
+    yield (12,), lambda: [resume.resume_after_cuts(quick)]
 
 
 def table(results: list[common.Row]) -> str:
