@@ -52,3 +52,24 @@ def test_finished_trial_matches_the_store(tmp_path, objective, state, value, rea
                                                                  stored.value)
     assert (finished.state, finished.value, finished.reason) == (state, value, reason)
     assert finished.describe().startswith(f"trial {stored.number} {state}: ")
+
+
+def test_a_worker_keeps_the_space_as_stored_while_seeding_its_own_sampler(tmp_path):
+    """Each worker draws from its own sampler stream (seed + 1000 x worker + trials so far), but
+    its space keeps the stored fingerprint: checkpoints are checked against it, and a space that
+    changed with the trial count would refuse every retry's checkpoint."""
+    from sweeper.space import load_space
+    from sweeper.sweep.studies import prepare_study
+    from sweeper.worker.loop import open_study
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    space = load_space("cnn_lr")  # its sampler has a seed
+    _, created = prepare_study(space, url, "cnn_lr", trials=4)
+    created.enqueue_trial({"learning_rate": 1e-3})  # one more trial: another seed
+    seen = []
+    for worker in ("0", "1"):
+        study, loaded, _ = open_study(url, "cnn_lr", worker)
+        seen.append(int(study.sampler._rng.rng.get_state()[1][0]))  # the seed it was given
+        assert loaded.fingerprint == created.user_attrs[keys.SPACE_HASH] == space.fingerprint
+        assert loaded.config["sampler"]["seed"] == 0
+    assert seen == [0 + 1, 1000 + 1]  # base seed + 1000 x worker + 1 trial in the study

@@ -235,9 +235,11 @@ def fit(model, data, trial, batch_size: int, max_epochs: int, average: str,
     try:
         model.fit(**training_input(data, batch_size, seed, max_epochs, first),
                   epochs=max_epochs, initial_epoch=first, callbacks=callbacks, verbose=0)
-    except TrialInterrupted:
+    except BaseException:
+        # A stop request, or the store gone: the retry goes on from the last epoch done. (A
+        # trial that failed of itself runs no retry; its checkpoint is removed.)
         if saver is not None:
-            saver.flush()  # the retry goes on from the last epoch done
+            saver.flush()
         raise
     if saver is not None:
         reporter.seconds["checkpoint"] = saver.seconds

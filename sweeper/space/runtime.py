@@ -189,10 +189,13 @@ class SearchSpace:
         fixed.update({k: v for k, v in self.config["training"].items() if k in TRAINING_HPARAMS})
         return {**fixed, **chosen}
 
-    def make_sampler(self):
+    def make_sampler(self, seed: int | None = None):
+        """The space's sampler; `seed` in place of its own (a worker's stream: sweeper.worker)."""
         import optuna
 
         spec = dict(self.config["sampler"])
+        if seed is not None:
+            spec["seed"] = seed
         sampler = getattr(optuna.samplers, SAMPLERS[spec.pop("name")])
         if sampler is optuna.samplers.GridSampler:
             return sampler({p.name: p.grid_values() for p in self.params}, **spec)

@@ -172,13 +172,15 @@ def open_study(storage_url: str, study_name: str, worker_id: str,
         raise StorageError(f"study '{study_name}' was not made by sweeper (no search space stored)")
     space = parse_space(summary.user_attrs[keys.SPACE_YAML], source=f"study {study_name}")
     base_seed = space.config["sampler"].get("seed")
+    seed = None
     if base_seed is not None:  # distinct streams per worker, or parallel workers propose twins
         # Counted, not loaded: a worker of a study with thousands of trials starts as fast.
         trials = count_trials(storage, keys.study_id(summary)).all
-        space.config["sampler"]["seed"] = base_seed + 1000 * _number(worker_id) + trials
+        seed = base_seed + 1000 * _number(worker_id) + trials
     from sweeper.pipeline.multi_objective import load_prunable_study
 
-    study = load_prunable_study(study_name, storage, space.make_sampler(), space.make_pruner())
+    # The space itself stays as stored: its fingerprint names it (on checkpoints, for one).
+    study = load_prunable_study(study_name, storage, space.make_sampler(seed), space.make_pruner())
     return study, space, summary.user_attrs.get(keys.BUDGET)
 
 
