@@ -30,6 +30,7 @@ CUT_AND_RESUME = textwrap.dedent('''
 
     space = parse_space(sys.argv[1])
     params = json.loads(sys.argv[2])
+    cut_after = int(sys.argv[3])  # epochs; all of them: cut in the compress stage
 
     def study(name):
         storage = open_storage(f"sqlite:///{os.environ['STORE_DIR']}/{name}.db")
@@ -47,7 +48,7 @@ CUT_AND_RESUME = textwrap.dedent('''
     trial = cut.ask()
     reported = lambda: len(trial.storage.get_trial(trial._trial_id).intermediate_values)
     try:
-        run_trial(trial, space, {}, should_stop=lambda: reported() >= 2)
+        run_trial(trial, space, {}, should_stop=lambda: reported() >= cut_after)
     except TrialInterrupted:
         pass
     cut.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -91,23 +92,24 @@ params:
 """
 
 
-@pytest.mark.parametrize("space, params", [
-    (SPACE, {"learning_rate": 0.005, "optimizer": "adam"}),
-    (USER_MODEL_COMPRESSED, {"learning_rate": 0.005, "sparsity": 0.5}),
-], ids=["cnn", "user-model-multi-objective-compressed"])
+@pytest.mark.parametrize("space, params, cut_after", [
+    (SPACE, {"learning_rate": 0.005, "optimizer": "adam"}, 2),
+    (USER_MODEL_COMPRESSED, {"learning_rate": 0.005, "sparsity": 0.5}, 2),
+    (USER_MODEL_COMPRESSED, {"learning_rate": 0.005, "sparsity": 0.5}, 4),
+], ids=["cnn", "user-model-multi-objective-compressed", "cut-in-the-compress-stage"])
 def test_a_trial_cut_by_a_stop_request_resumes_and_ends_as_if_uncut(tmp_path, shared_cache,
-                                                                     space, params):
+                                                                     space, params, cut_after):
     env = {"SWEEPER_CACHE_DIR": str(shared_cache), "STORE_DIR": str(tmp_path),
            "SWEEPER_ARTIFACT_DIR": str(tmp_path / "artifacts"), "TF_CPP_MIN_LOG_LEVEL": "3",
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "helpers")]),
            "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-c", CUT_AND_RESUME, space, json.dumps(params)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", CUT_AND_RESUME, space, json.dumps(params),
+                           str(cut_after)], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     resumed = found["resumed_from"]
-    assert (resumed["trial"], resumed["epoch"]) == (0, 2) and resumed["seconds"] > 0
-    assert found["epochs_run"] == 2  # of 4: only those after the checkpoint
+    assert (resumed["trial"], resumed["epoch"]) == (0, cut_after) and resumed["seconds"] > 0
+    assert found["epochs_run"] == 4 - cut_after  # only those after the checkpoint
     assert found["f1"] == found["uncut_f1"] and found["weight_diff"] == 0.0, found
     assert found["values"][0] == found["values"][1]  # F1 and, compressed, the size too
     assert not list((tmp_path / "checkpoints").rglob("*.npz"))  # removed once complete

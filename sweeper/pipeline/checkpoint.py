@@ -98,7 +98,7 @@ def model_arrays(model) -> list[np.ndarray]:
     """Copies of every variable of the model and its optimizer, in order."""
     optimizer = getattr(model, "optimizer", None)
     variables = [*model.variables, *(optimizer.variables if optimizer is not None else [])]
-    return [np.array(v.numpy()) for v in variables]
+    return [v.numpy() for v in variables]  # a copy each (Keras: np.array of the value)
 
 
 class Checkpoint:

@@ -72,11 +72,16 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
         if checkpoint is not None:  # finished for good: nothing left to resume
             checkpoint.remove()
         raise optuna.TrialPruned(reporter.stop_reason)
-    with clock.stage("evaluate"):
-        test_pred = evaluate.predict_classes(model, data.x_test)
-        test = evaluate.test_metrics(data.y_test, test_pred, average)
-    # After the trained model's test metrics: pruning weights changes the model.
-    measured = _compress(model, data, space, hp, batch_size, seed, should_stop, clock)
+    try:
+        with clock.stage("evaluate"):
+            test_pred = evaluate.predict_classes(model, data.x_test)
+            test = evaluate.test_metrics(data.y_test, test_pred, average)
+        # After the trained model's test metrics: pruning weights changes the model.
+        measured = _compress(model, data, space, hp, batch_size, seed, should_stop, clock)
+    except BaseException:  # cut after training (in the compress stage): the retry skips it
+        if reporter.saver is not None:
+            reporter.saver.flush()
+        raise
     values = _values_and_constraints(trial, space, reporter.scores[-1], measured)
     if save_artifacts:
         with clock.stage("artifacts"):

@@ -54,6 +54,7 @@ class EpochReporter(keras.callbacks.Callback):
         self.first_epoch = resumed.epoch if resumed else 0
         self.resumed_seconds = resumed.seconds if resumed else 0.0
         self.stop_reason: str | None = None  # set when training was cut short
+        self.saver: Checkpointing | None = None  # set by fit when the trial checkpoints
         self.pruned = False
         # Seconds spent training epochs, computing validation F1, and reporting it to the store;
         # first_epoch (one of the epochs) includes tracing and compiling the new model's step.
@@ -229,9 +230,12 @@ def fit(model, data, trial, batch_size: int, max_epochs: int, average: str,
     callbacks: list = [reporter] if should_stop is None else [StopCheck(should_stop), reporter]
     saver = None
     if checkpoint is not None:
-        saver = Checkpointing(checkpoint, reporter, trial.number, checkpoint_every_s)
+        saver = reporter.saver = Checkpointing(checkpoint, reporter, trial.number,
+                                               checkpoint_every_s)
         callbacks.append(saver)
     first = reporter.first_epoch
+    if first >= max_epochs:  # cut after its last epoch (in the compress stage): nothing to train
+        return reporter
     try:
         model.fit(**training_input(data, batch_size, seed, max_epochs, first),
                   epochs=max_epochs, initial_epoch=first, callbacks=callbacks, verbose=0)
