@@ -67,3 +67,24 @@ def test_the_pareto_hint_names_the_space_and_study(study_name, option):
     space = SimpleNamespace(name="cnn_compress", objectives=["f1", "size_kb"])
     hint = pareto_lines(study, space)[-1]
     assert f"sweeper best cnn_compress{option} --pick \"max f1 where size_kb <= ...\"" in hint
+
+
+def test_a_resumed_trial_counts_all_its_epochs_and_the_training_it_was_spared():
+    """A trial resumed at epoch 12 of 20 trained 8 in its run (`epochs_run`), but its model has
+    20: the report's epoch counts, the retrain's epochs and the pruning savings use 20; the
+    checkpoint's 30 s of training are what resuming spared."""
+    from sweeper import keys
+    from sweeper.results.report import pruning_savings
+    from sweeper.trials import describe_resumed, epochs_reached
+
+    resumed = SimpleNamespace(user_attrs={
+        keys.EPOCHS_RUN: 8, keys.RESUMED_FROM: {"trial": 3, "epoch": 12, "seconds": 30.0},
+        keys.SECONDS: {"train": 20.0}})
+    plain = SimpleNamespace(user_attrs={keys.EPOCHS_RUN: 20, keys.SECONDS: {"train": 50.0}})
+    assert [epochs_reached(t) for t in (resumed, plain)] == [20, 20]
+    savings = pruning_savings([resumed, plain], max_epochs=20)
+    assert (savings.epochs_trained, savings.epochs_unpruned) == (40, 40)
+    assert savings.seconds_trained == 20.0 + 30.0 + 50.0
+    assert describe_resumed([resumed, plain]) == \
+        "1 trial resumed from checkpoints: 30s of training not done again"
+    assert describe_resumed([plain]) is None

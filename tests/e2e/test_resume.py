@@ -152,5 +152,9 @@ def test_cut_three_ways_each_retry_trains_only_what_its_checkpoint_lacks(project
     assert cuts == {"stop": 2, "kill": 1}, {n: t.user_attrs.get("sweeper.fail_reason")
                                             for n, t in trials.items()}
     assert written, "the worker was killed after a checkpoint was written"
-    assert "resumed" in done.stdout
+    assert "resumed from checkpoints" in done.stdout
+    status = subprocess.run([sys.executable, "-m", "sweeper", "status", SPACE, "--storage", store],
+                            capture_output=True, text=True, timeout=120)
+    assert f"{cuts['stop'] + cuts['kill']} trials resumed from checkpoints" in status.stdout, \
+        status.stdout + status.stderr
     assert not list((project / "storage" / "checkpoints").rglob("*.npz"))
