@@ -38,6 +38,8 @@ def test_a_warm_successor_takes_the_slot_without_a_gap_or_an_overlap(project):
     warm = len(re.findall(r"took its slot after waiting", log))
     assert warm >= 1, log[-3000:]  # a worker waits for its successor to be warm, so one was
     # Every successor that was warm took over at once: as many gaps as warm takeovers are short
-    # (a cold start takes seconds: TensorFlow's import alone).
-    assert sum(gap < 1.0 for gap in use.replacement_gaps) >= warm, use.replacement_gaps
+    # (a cold start takes seconds: TensorFlow's import alone). A successor warm only once the
+    # budget was taken runs no trial, and leaves no gap to measure.
+    idle = log.count("done after 0 trials")
+    assert sum(gap < 1.0 for gap in use.replacement_gaps) >= warm - idle, use.replacement_gaps
     assert "slots over this run's" in done.stdout and "at replacements" in done.stdout

@@ -101,7 +101,8 @@ def test_cut_three_ways_each_retry_trains_only_what_its_checkpoint_lacks(project
     def checkpointed(trial):
         writer, epoch = _checkpoint(_chain(trial))
         resumed = (trial.user_attrs.get("sweeper.resumed_from") or {}).get("epoch", 0)
-        if writer == trial.number and resumed < epoch < EPOCHS - 5:  # written by this run
+        # Written by this run, and well before the end: the kill lands mid-training.
+        if writer == trial.number and resumed < epoch < EPOCHS - 15:
             written[trial.number] = epoch
             return True
         return False
@@ -110,9 +111,10 @@ def test_cut_three_ways_each_retry_trains_only_what_its_checkpoint_lacks(project
     os.kill(victim.user_attrs["sweeper.pid"], signal.SIGKILL)
 
     # 3. The controller SIGKILLed: its worker sees it gone, writes where it stands and leaves.
+    # A trial with epochs left to train: a stop that came after its last one would let it end.
     running = _wait_for(sweep, store, lambda t: t.number != victim.number and
-                        len(t.intermediate_values) >= 3 + (t.user_attrs.get(
-                            "sweeper.resumed_from") or {}).get("epoch", 0),
+                        3 + (t.user_attrs.get("sweeper.resumed_from") or {}).get("epoch", 0)
+                        <= len(t.intermediate_values) <= EPOCHS - 15,
                         "the restarted worker trained 3 epochs")
     sweep.kill()
     sweep.communicate(timeout=60)
