@@ -153,7 +153,7 @@ def test_time_limit_warning_checkpoints_the_trials_and_leaves(project):
     assert "workers drained" in output
     trials = {t.number: t for t in load(url, "long_cnn").trials}
     cut = [trials[r.number] for r in running if trials[r.number].state == State.FAIL]
-    assert cut, output  # the warning came while they trained (40 epochs each)
+    assert cut, output  # the warning came while they trained (120 epochs each)
     for trial in cut:
         assert "the time limit is near; queued to run again" in \
             trial.user_attrs["sweeper.fail_reason"]
