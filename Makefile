@@ -21,6 +21,7 @@ endif
 STUDY ?=
 NEW ?=
 WARM ?=
+NO_WAIT ?=
 PYTEST_ARGS ?=
 
 SWEEP_ARGS := $(SPACE) \
@@ -31,6 +32,7 @@ SWEEP_ARGS := $(SPACE) \
 	$(if $(WORKERS),--workers $(WORKERS)) \
 	$(if $(STUDY),--study $(STUDY)) \
 	$(if $(NEW),--new-study) \
+	$(if $(NO_WAIT),--no-wait) \
 	$(if $(WARM),--warm-start $(filter-out 1,$(WARM)))
 
 .PHONY: sweep test check install clean-venv bench gpu-check lint
@@ -73,7 +75,7 @@ HOST ?=
 PORT ?=
 TOP ?=
 
-.PHONY: dashboard report status
+.PHONY: dashboard report status gpus
 dashboard: $(STAMP)
 	$(BIN)/sweeper dashboard $(SPACE) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
@@ -82,6 +84,9 @@ report: $(STAMP)
 
 status: $(STAMP)
 	$(BIN)/sweeper status $(SPACE)
+
+gpus: $(STAMP)
+	$(BIN)/sweeper gpus
 
 NODES ?=
 GPUS_PER_NODE ?=

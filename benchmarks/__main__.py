@@ -23,6 +23,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def rows(quick: bool, stores: list[str]):
     from benchmarks import (
         compression,
+        gpu_sharing,
         occupancy,
         orchestration,
         resources,
@@ -44,6 +45,7 @@ def rows(quick: bool, stores: list[str]):
     yield (10,), lambda: [compression.compression_sweep(quick)]
     yield (11,), lambda: [warm_start.warm_start(quick)]
     yield (12,), lambda: [resume.resume_after_cuts(quick)]
+    yield (13,), lambda: [gpu_sharing.gpu_sharing(quick)]
 
 
 def table(results: list[common.Row]) -> str:

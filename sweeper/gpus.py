@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from sweeper.errors import GpuError
 
@@ -23,6 +24,7 @@ class Slot:
     cuda_visible_devices: str
     memory_mb: int | None = None
     memory_fraction: float | None = None  # the same share, as JAX and PyTorch take it
+    lease: Path | None = None  # a GPU slot's host-wide lease (sweeper.leases); None on the CPU
 
 
 # Set when workers share a GPU: this worker's share of its memory, in MiB and as a fraction

@@ -38,6 +38,8 @@ def project(tmp_path, monkeypatch, shared_cache) -> Path:
     monkeypatch.delenv("SWEEPER_STORAGE", raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setenv("SWEEPER_CACHE_DIR", str(shared_cache))
+    # GPU leases of this test only: no other test's (or user's) sweep holds them.
+    monkeypatch.setenv("SWEEPER_LEASE_DIR", str(tmp_path / "gpu-leases"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests" / "helpers")]))
     monkeypatch.syspath_prepend(str(ROOT / "tests" / "helpers"))
     return tmp_path
@@ -134,6 +136,13 @@ FAKE_NVIDIA_SMI = """#!/bin/sh
 count="${FAKE_GPU_COUNT:-2}"
 i=0
 case "$*" in
+  *utilization.gpu*)
+    while [ "$i" -lt "$count" ]; do
+      echo "$i, GPU-fake-$i, 0, ${FAKE_GPU_MEMORY:-81559}, 0"; i=$((i+1))
+    done ;;
+  *query-compute-apps*)
+    # FAKE_GPU_APPS: "GPU-fake-1, 4242, 1200;GPU-fake-0, 77, 500" (uuid, pid, MiB per process)
+    if [ -n "${FAKE_GPU_APPS:-}" ]; then printf '%s\n' "$FAKE_GPU_APPS" | tr ';' '\n'; fi ;;
   *memory.total*)
     while [ "$i" -lt "$count" ]; do echo "$i, ${FAKE_GPU_MEMORY:-81559}"; i=$((i+1)); done ;;
   *--query-gpu*)

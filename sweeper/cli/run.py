@@ -42,6 +42,10 @@ def register(commands) -> None:
     check = command(commands, "check", "validate a search space; writes nothing", CHECK_EXAMPLE)
     add_space(check)
     check.set_defaults(handler=run_check)
+    gpus = command(commands, "gpus", "this machine's GPUs: the sweeps that lease each slot, "
+                   "other programs' processes, memory and utilisation",
+                   "example:\n  sweeper gpus")
+    gpus.set_defaults(handler=run_gpus)
 
 
 def _sweep_command(commands) -> None:
@@ -71,6 +75,8 @@ def _sweep_command(commands) -> None:
                        help="the space changed: start a new study (as --new-study) seeded with "
                             "the trials of STUDY (default: the study this space last ran as) "
                             "that fit the new space")
+    sweep.add_argument("--no-wait", action="store_true",
+                       help="refuse, instead of waiting, when other sweeps hold every GPU slot")
     sweep.add_argument("--join", action="store_true",
                        help="add this machine's workers to a study another sweep is running "
                             "(its budget stays); without it a second sweep of a study is refused")
@@ -125,6 +131,12 @@ def run_sweep(args) -> int:
     packed = bool(gpus) and args.workers_per_gpu > 1  # each worker gets its share of memory
     slots = make_slots(gpus, args.workers_per_gpu, args.workers,
                        memory_mb=gpu_memory_mb() if packed else None)
+    from sweeper.sweep.gpu_share import share_gpus
+
+    # GPUs named by the user (or by Slurm, through CUDA_VISIBLE_DEVICES) are used even where
+    # another program computes; a lease another sweep holds is never doubled.
+    named = args.gpus is not None or "CUDA_VISIBLE_DEVICES" in os.environ
+    slots = share_gpus(slots, named, args.no_wait, lambda line: print(line, flush=True))
     # Bad data is a user error like a bad space: found here, before the study is written, and
     # prepared once into the cache that every worker then reads.
     from sweeper.pipeline.data import load_dataset
@@ -162,4 +174,11 @@ def run_check(args) -> int:
     print(f"{space.source}: ok ({len(space.params)} params: "
           f"{', '.join(p.name for p in space.params)}; fingerprint {space.fingerprint}; "
           f"Keras backend {backend})")
+    return 0
+
+
+def run_gpus(args) -> int:
+    from sweeper.sweep.gpu_share import describe_gpus
+
+    print("\n".join(describe_gpus()))
     return 0

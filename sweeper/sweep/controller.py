@@ -109,7 +109,8 @@ class Controller:
             for s in self.slots) + f"; logs in {log_dir}")
         self.pool = WorkerPool(self.slots, self._worker_command(),
                                worker_env(self.storage_url, {ARTIFACT_DIR_ENV: str(artifact_dir())}),
-                               log_dir, self._close_trials_of, self.say)
+                               log_dir, self._close_trials_of, self.say,
+                               holder=f"{self.study_name} {self._packing()}")
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._on_drain)
         code = None
@@ -126,6 +127,12 @@ class Controller:
         with store_trouble(self.storage_url):  # the note at the end can meet a full disk too
             self._summary()
         return code
+
+    def _packing(self) -> int:
+        """Workers per GPU (1 on the CPU): what this sweep's leases say, so that no sweep packs a
+        GPU that another packs otherwise."""
+        gpus = {s.cuda_visible_devices for s in self.slots if s.cuda_visible_devices}
+        return max(1, len(self.slots) // len(gpus)) if gpus else 1
 
     def _set_up(self) -> TrialCounts:
         """Opens (or creates) the study, ready for workers. Returns its counts."""

@@ -29,10 +29,13 @@ from pathlib import Path
 
 from sweeper.errors import SweeperError, SweepFailed
 from sweeper.gpus import GPU_FRACTION_ENV, GPU_MEMORY_ENV, Slot
+from sweeper.leases import holders, is_held
 from sweeper.storage.url import STORAGE_ENV
 from sweeper.worker.exits import EXIT_DONE, EXIT_RECYCLE
 from sweeper.worker.handover import (
+    SLOT_HOLDER_ENV,
     SLOT_LOCK_ENV,
+    SLOT_MARKERS_ENV,
     clear_markers,
     lock_path,
     successor_marker,
@@ -49,24 +52,34 @@ USER_ERROR_EXIT = 2  # the worker met bad data or model code: restarting cannot 
 @dataclass
 class Worker:
     slot: Slot
-    lock: Path  # the slot: only the worker holding it trains (sweeper.worker.handover)
+    markers: Path  # this sweep's own file of the slot, beside the logs (sweeper.worker.handover)
     process: subprocess.Popen | None = None  # the worker of the slot
     successor: subprocess.Popen | None = None  # the next one, warming up or waiting
     log_path: Path | None = None
     crashes: list[float] = field(default_factory=list)
     done: bool = False  # left because no work was left for it
+    waiting: str | None = None  # why the slot has no worker: another sweep holds its GPU
+
+    @property
+    def lock(self) -> Path:
+        """The slot: only the worker holding it trains. A GPU slot's host-wide lease, else this
+        sweep's own file."""
+        return self.slot.lease or self.markers
 
 
 class WorkerPool:
     def __init__(self, slots: list[Slot], command: list[str], env: dict[str, str],
                  log_dir: Path, close_trials: Callable[[list[int], str], None],
-                 say: Callable[[str], None], spawn=subprocess.Popen, clock=time.time):
+                 say: Callable[[str], None], spawn=subprocess.Popen, clock=time.time,
+                 holder: str = ""):
         """`command` starts one worker (the same for every slot); `env` is the environment
-        every worker gets, before its slot's own variables."""
+        every worker gets, before its slot's own variables; `holder` ("study packing") what
+        its leases say of it."""
         self.workers = [Worker(slot, lock_path(log_dir, slot.worker_id, os.getpid()))
                         for slot in slots]
         for worker in self.workers:
-            clear_markers(worker.lock)
+            clear_markers(worker.markers)
+        self.holder = holder
         self.command = command
         self.env = env
         self.log_dir = log_dir
@@ -101,10 +114,35 @@ class WorkerPool:
                 continue
             if worker.process is None:
                 if work_left or not worker.done:
-                    successor_marker(worker.lock).unlink(missing_ok=True)  # an old request
+                    # Started even where another sweep holds the GPU: it warms up (imports,
+                    # store, data; not the GPU) and takes the slot the moment it is free.
+                    self._note_waiting(worker)
+                    successor_marker(worker.markers).unlink(missing_ok=True)  # an old request
                     worker.process = self._start(worker)
-            elif worker.successor is None and work_left and successor_wanted(worker.lock):
+            elif worker.waiting is not None:
+                self._note_waiting(worker)
+            elif worker.successor is None and work_left and successor_wanted(worker.markers):
                 worker.successor = self._start(worker)
+
+    def _note_waiting(self, worker: Worker) -> None:
+        """Says when the slot's GPU is held by another sweep (its worker then waits warm for
+        it), and when it is free again."""
+        lease = worker.slot.lease
+        if lease is None:
+            return
+        others = [h for h in holders(lease) if h.pid not in self._pids()]
+        held = bool(others) or (not holders(lease) and is_held(lease) and worker.process is None)
+        if held and worker.waiting is None:
+            worker.waiting = "; ".join(h.describe() for h in others) or "held"
+            self.say(f"slot {worker.slot.worker_id} waits for GPU "
+                     f"{worker.slot.cuda_visible_devices}: held by {worker.waiting}")
+        elif not held and worker.waiting is not None:
+            self.say(f"slot {worker.slot.worker_id} takes GPU {worker.slot.cuda_visible_devices}"
+                     ", now free")
+            worker.waiting = None
+
+    def _pids(self) -> set[int]:
+        return {p.pid for w in self.workers for p in (w.process, w.successor) if p is not None}
 
     def drain(self) -> None:
         """Slurm's warning before the time limit: workers checkpoint their trial and leave."""
@@ -127,7 +165,7 @@ class WorkerPool:
             killed.append(process.pid)
         for worker in self.workers:
             worker.process = worker.successor = None
-            clear_markers(worker.lock)
+            clear_markers(worker.markers)
         if killed:
             self.close_trials(killed, "interrupted: the worker was killed")
 
@@ -168,7 +206,8 @@ class WorkerPool:
         env = {**self.env,
                "CUDA_VISIBLE_DEVICES": slot.cuda_visible_devices,  # set before TF is imported
                "SWEEPER_WORKER_ID": str(slot.worker_id),
-               SLOT_LOCK_ENV: str(worker.lock)}
+               SLOT_LOCK_ENV: str(worker.lock), SLOT_MARKERS_ENV: str(worker.markers),
+               SLOT_HOLDER_ENV: self.holder}
         if slot.memory_mb:  # a worker packed with others on its GPU: its share of the memory
             env[GPU_MEMORY_ENV] = str(slot.memory_mb)
         if slot.memory_fraction:  # the same share, for JAX and PyTorch (sweeper.pipeline.backend)

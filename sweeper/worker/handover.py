@@ -6,9 +6,11 @@ store, the data, the backend); on a fast GPU that would leave the slot idle for 
 worth of time at every replacement. So the next worker is started early and warms up while the
 current one trains, then waits. It takes the slot the moment the current one lets go.
 
-- The slot is a file lock (flock) beside the logs: a worker trains only while it holds it, so two
-  workers never train on one slot, whatever the controller does; the kernel drops it if the
-  holder dies. The waiting worker takes it within POLL_S of its release.
+- The slot is a file lock (flock): a worker trains only while it holds it, so two workers never
+  train on one slot, whatever the controller does; the kernel drops it if the holder dies. The
+  waiting worker takes it within POLL_S of its release. A GPU slot's lock is its host-wide lease
+  (sweeper.leases), which every sweep and user of the machine respects; a CPU slot's lives beside
+  the logs. The markers below always live beside the logs: they are this sweep's own.
 - The current worker asks for its successor by creating a marker file when it is close enough to
   its replacement: when its remaining trials would take less than twice its own start-up time (the
   pace of the study's last trials tells it before its own first one), or its memory is near its
@@ -21,14 +23,16 @@ current one trains, then waits. It takes the slot the moment the current one let
 
 from __future__ import annotations
 
-import fcntl
 import math
 import os
 import threading
 from pathlib import Path
-from typing import IO
+
+from sweeper.leases import Lease, holders
 
 SLOT_LOCK_ENV = "SWEEPER_SLOT_LOCK"
+SLOT_MARKERS_ENV = "SWEEPER_SLOT_MARKERS"  # where the markers live, when not beside the lock
+SLOT_HOLDER_ENV = "SWEEPER_SLOT_HOLDER"  # "study packing": what a lease's holder file says
 POLL_S = 0.01  # how soon a waiting successor notices the slot is free
 MEMORY_WARNING = 0.9  # of the memory cap: past it, the next trial may well be the last
 
@@ -47,9 +51,10 @@ def ready_marker(lock: Path) -> Path:
     return Path(f"{lock}.ready")
 
 
-def clear_markers(lock: Path) -> None:
-    """The slot's lock file and markers, once no worker uses them (or left by an earlier run)."""
-    for path in (successor_marker(lock), ready_marker(lock), lock):
+def clear_markers(markers: Path) -> None:
+    """The slot's markers and its own lock file, once no worker uses them (or left by an earlier
+    run). A host-wide lease is never removed: another sweep may be waiting on it."""
+    for path in (successor_marker(markers), ready_marker(markers), markers):
         path.unlink(missing_ok=True)
 
 
@@ -64,49 +69,48 @@ def successor_wanted(lock: Path) -> bool:
 
 
 class SlotLock:
-    """This worker's hold on its slot."""
+    """This worker's hold on its slot: `path` is the lock (a host-wide lease for a GPU slot),
+    `markers` where this sweep's markers of the slot live."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self._file: IO[str] | None = None
+    def __init__(self, path: Path, markers: Path | None = None, study: str = "",
+                 packing: int = 1):
+        self.path, self.markers = path, markers or path
+        self.lease = Lease(path, study, packing)
         self.asked = False
 
     @classmethod
     def from_env(cls, environ=os.environ) -> SlotLock | None:
         path = environ.get(SLOT_LOCK_ENV)
-        return cls(Path(path)) if path else None
+        if not path:
+            return None
+        study, _, packing = environ.get(SLOT_HOLDER_ENV, "").partition(" ")
+        markers = environ.get(SLOT_MARKERS_ENV)
+        return cls(Path(path), Path(markers) if markers else None, study, int(packing or 1))
 
     def take(self, stop: threading.Event) -> bool:
         """Waits for the slot, saying that it is warm; False if asked to stop first."""
-        handle = open(self.path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            ready_marker(self.path).touch()
-            while True:
+        if not self.lease.try_take():
+            ready_marker(self.markers).touch()
+            while not self.lease.try_take():
                 if stop.wait(POLL_S):
-                    handle.close()
                     return False
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    continue
-        ready_marker(self.path).unlink(missing_ok=True)
-        self._file = handle
+        ready_marker(self.markers).unlink(missing_ok=True)
         return True
 
+    def held_by_another_study(self, study: str) -> bool:
+        """Whether a worker of another study holds the slot now (its own sweep's worker before
+        it holds it at a handover)."""
+        return any(holder.study != study for holder in holders(self.path))
+
     def successor_ready(self) -> bool:
-        return ready_marker(self.path).exists()
+        return ready_marker(self.markers).exists()
 
     def release(self) -> None:
-        if self._file is not None:
-            self._file.close()  # closing drops the flock: the successor trains now
-            self._file = None
+        self.lease.release()  # the successor, or another sweep's worker, trains now
 
     def ask_for_successor(self) -> None:
         if not self.asked:
-            successor_marker(self.path).touch()
+            successor_marker(self.markers).touch()
             self.asked = True
 
 

@@ -124,18 +124,23 @@ def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = Non
     gc.collect()
     gc.freeze()
 
-    attrs = {keys.WORKER: worker_id, keys.HOST: socket.gethostname(), keys.PID: os.getpid(),
-             keys.CUDA_VISIBLE_DEVICES: os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-             keys.DEVICES: visible_accelerators(), keys.BACKEND: backend_version(),
-             keys.THREADS: threads or os.cpu_count()}
-    objective = make_objective(space, attrs, STOP.is_set)
-    startup_s = time.monotonic() - started
-    log(f"worker {worker_id} on {attrs[keys.HOST]} (pid {attrs[keys.PID]}, CUDA_VISIBLE_DEVICES="
-        f"{attrs[keys.CUDA_VISIBLE_DEVICES]!r}) joined study {study_name} in "
-        f"{mask_url(storage_url)}, ready after {startup_s:.1f}s")
     slot = SlotLock.from_env()
+    # The GPU is touched (a context made) only once this worker may train on it, unless the
+    # slot is its own sweep's: another sweep's trial may be using all of that GPU's memory.
+    devices = None if slot is not None and slot.held_by_another_study(study_name) else \
+        visible_accelerators()
+    cuda_visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    startup_s = time.monotonic() - started
+    log(f"worker {worker_id} on {socket.gethostname()} (pid {os.getpid()}, CUDA_VISIBLE_DEVICES="
+        f"{cuda_visible!r}) joined study {study_name} in {mask_url(storage_url)}, ready after "
+        f"{startup_s:.1f}s")
     if slot is not None and not _take_slot(slot):
         return EXIT_INTERRUPTED
+    attrs = {keys.WORKER: worker_id, keys.HOST: socket.gethostname(), keys.PID: os.getpid(),
+             keys.CUDA_VISIBLE_DEVICES: cuda_visible,
+             keys.DEVICES: visible_accelerators() if devices is None else devices,
+             keys.BACKEND: backend_version(), keys.THREADS: threads or os.cpu_count()}
+    objective = make_objective(space, attrs, STOP.is_set)
     try:
         return run_trials(study, objective, budget, deadline=deadline,
                           recycle_after=recycle_after, max_memory_mb=max_memory_mb, slot=slot,
