@@ -38,8 +38,9 @@ def project(tmp_path, monkeypatch, shared_cache) -> Path:
     monkeypatch.delenv("SWEEPER_STORAGE", raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setenv("SWEEPER_CACHE_DIR", str(shared_cache))
-    # GPU leases of this test only: no other test's (or user's) sweep holds them.
-    monkeypatch.setenv("SWEEPER_LEASE_DIR", str(tmp_path / "gpu-leases"))
+    # GPU leases of this test only (no other test's or user's sweep holds them), outside the
+    # project: like the machine's own, they are no part of it.
+    monkeypatch.setenv("SWEEPER_LEASE_DIR", str(tmp_path.parent / f"{tmp_path.name}-gpu-leases"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests" / "helpers")]))
     monkeypatch.syspath_prepend(str(ROOT / "tests" / "helpers"))
     return tmp_path

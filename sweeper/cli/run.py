@@ -131,17 +131,17 @@ def run_sweep(args) -> int:
     packed = bool(gpus) and args.workers_per_gpu > 1  # each worker gets its share of memory
     slots = make_slots(gpus, args.workers_per_gpu, args.workers,
                        memory_mb=gpu_memory_mb() if packed else None)
+    # Bad data is a user error like a bad space: found here, before the study is written, and
+    # prepared once into the cache that every worker then reads.
+    from sweeper.pipeline.data import load_dataset
+
+    load_dataset(space.config["dataset"], space.config["preprocess"])
     from sweeper.sweep.gpu_share import share_gpus
 
     # GPUs named by the user (or by Slurm, through CUDA_VISIBLE_DEVICES) are used even where
     # another program computes; a lease another sweep holds is never doubled.
     named = args.gpus is not None or "CUDA_VISIBLE_DEVICES" in os.environ
     slots = share_gpus(slots, named, args.no_wait, lambda line: print(line, flush=True))
-    # Bad data is a user error like a bad space: found here, before the study is written, and
-    # prepared once into the cache that every worker then reads.
-    from sweeper.pipeline.data import load_dataset
-
-    load_dataset(space.config["dataset"], space.config["preprocess"])
     options = SweepOptions(trials=args.trials, timeout_s=args.timeout, heartbeat_s=args.heartbeat,
                            recycle_after=args.recycle_after,
                            max_worker_memory_mb=args.max_worker_memory_mb,
