@@ -138,6 +138,12 @@ def test_a_sweep_of_another_user_waits_for_the_gpus_and_never_doubles_a_slot(
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("running a sweep as another user needs root and setpriv (util-linux)")
     shared = Path(tempfile.mkdtemp(prefix="sweeper-two-users-"))
+    # The other user must reach this checkout (a fresh clone may sit in a private temporary
+    # folder): its folders above get search permission for others while the test runs.
+    opened = [p for p in Path(__file__).resolve().parents
+              if not stat.S_IMODE(os.stat(p).st_mode) & stat.S_IXOTH]
+    for folder in opened:
+        os.chmod(folder, stat.S_IMODE(os.stat(folder).st_mode) | stat.S_IXOTH)
     try:
         os.chmod(shared, 0o777)
         monkeypatch.setenv("SWEEPER_LEASE_DIR", str(shared / "leases"))
@@ -174,3 +180,5 @@ def test_a_sweep_of_another_user_waits_for_the_gpus_and_never_doubles_a_slot(
         assert stat.S_IMODE(os.lstat(shared / "leases").st_mode) == 0o1777
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+        for folder in opened:
+            os.chmod(folder, stat.S_IMODE(os.stat(folder).st_mode) & ~stat.S_IXOTH)
