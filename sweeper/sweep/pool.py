@@ -130,8 +130,9 @@ class WorkerPool:
         lease = worker.slot.lease
         if lease is None:
             return
-        others = [h for h in holders(lease) if h.pid not in self._pids()]
-        held = bool(others) or (not holders(lease) and is_held(lease) and worker.process is None)
+        current = holders(lease)  # read once: it lists the lease folder and locks the file
+        others = [h for h in current if h.pid not in self._pids()]
+        held = bool(others) or (not current and worker.process is None and is_held(lease))
         if held and worker.waiting is None:
             worker.waiting = "; ".join(h.describe() for h in others) or "held"
             self.say(f"slot {worker.slot.worker_id} waits for GPU "
