@@ -8,6 +8,7 @@ import yaml
 
 from sweeper.errors import SpaceError
 from sweeper.space import load_space, parse_space
+from sweeper.space.pruning import AfterStartup
 
 MINIMAL = {"model": {"name": "cnn"},
            "params": {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}
@@ -40,11 +41,15 @@ def test_defaults_are_filled_in():
     assert space.config["pruner"]["name"] == "successive_halving"
     assert space.config["training"]["max_epochs"] == 20
     # Its rungs suit the epochs: 4 and 16 of 20, keeping the best quarter at each.
+    # No trial is stopped before 5 have completed.
     pruner = space.make_pruner()
-    assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
-    assert (pruner._min_resource, pruner._reduction_factor) == (4, 4)
+    assert isinstance(pruner, AfterStartup) and pruner.n_startup_trials == 5
+    assert isinstance(pruner.pruner, optuna.pruners.SuccessiveHalvingPruner)
+    assert (pruner.pruner._min_resource, pruner.pruner._reduction_factor) == (4, 4)
     short = parse_space(space_text(training={"max_epochs": 4})).make_pruner()
-    assert short._min_resource == 1
+    assert short.pruner._min_resource == 1
+    eager = parse_space(space_text(pruner={"name": "successive_halving", "n_startup_trials": 0}))
+    assert isinstance(eager.make_pruner(), optuna.pruners.SuccessiveHalvingPruner)
 
 
 @pytest.mark.parametrize("spec, distribution", [
@@ -124,11 +129,36 @@ def test_grid_sampler_enumerates_every_point():
     ({"name": "hyperband", "min_resource": 2}, optuna.pruners.HyperbandPruner),
     ({"name": "median", "n_warmup_steps": 3}, optuna.pruners.MedianPruner),
     ({"name": "percentile", "percentile": 25}, optuna.pruners.PercentilePruner),
-    ({"name": "successive_halving"}, optuna.pruners.SuccessiveHalvingPruner),
+    ({"name": "successive_halving"}, AfterStartup),
     ("none", optuna.pruners.NopPruner),
 ])
 def test_pruners(pruner, cls):
     assert isinstance(parse_space(space_text(pruner=pruner)).make_pruner(), cls)
+
+
+def test_successive_halving_stops_no_trial_before_its_startup_trials_complete():
+    """The same poor trial is let go on while fewer than n_startup_trials trials have completed,
+    and stopped at the same rung once they have; its rung value is recorded either way."""
+    space = parse_space(space_text(training={"max_epochs": 8}, pruner={
+        "name": "successive_halving", "min_resource": 2, "reduction_factor": 2,
+        "n_startup_trials": 3}))
+    study = optuna.create_study(direction="maximize", pruner=space.make_pruner())
+
+    def run(curve: list[float]) -> bool:
+        """Reports the curve; True when the trial was stopped."""
+        trial = study.ask()
+        for step, value in enumerate(curve, start=1):
+            trial.report(value, step)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return True
+        study.tell(trial, curve[-1])
+        return False
+
+    # Each poor trial is the worst so far, which successive halving alone stops at its first rung.
+    assert [run([0.9] * 8), run([0.2] * 8), run([0.1] * 8)] == [False, False, False]
+    assert run([0.05] * 8) is True  # 3 complete before it
+    assert all("completed_rung_0" in t.system_attrs for t in study.trials)
 
 
 def test_fingerprint_ignores_comments_but_not_meaning():

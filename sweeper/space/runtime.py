@@ -11,9 +11,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+from sweeper.space.pruning import AfterStartup
 from sweeper.space.schema import (
     CHECKPOINT_EVERY_S,
     HALVING,
+    HALVING_STARTUP_TRIALS,
     PRUNERS,
     SAMPLERS,
     TRAINING_HPARAMS,
@@ -221,7 +223,11 @@ class SearchSpace:
         if pruner is optuna.pruners.HyperbandPruner:
             spec.setdefault("max_resource", self.max_epochs)
         if pruner is optuna.pruners.SuccessiveHalvingPruner:
+            # Defaults set here, not in the validated config, so the fingerprints of studies
+            # made before a default existed stay the same.
+            startup = spec.pop("n_startup_trials", HALVING_STARTUP_TRIALS)
             spec.setdefault("reduction_factor", HALVING)
             spec.setdefault("min_resource",
                             halving_min_resource(self.max_epochs, spec["reduction_factor"]))
+            return AfterStartup(pruner(**spec), startup) if startup else pruner(**spec)
         return pruner(**spec)

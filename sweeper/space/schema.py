@@ -162,6 +162,9 @@ SAMPLER_ARGS: dict[str, dict[str, type]] = {
 # little about a learning rate. Hyperband saved 40%: of its three brackets, one never prunes.
 DEFAULT_PRUNER = "successive_halving"
 HALVING = 4  # successive halving's reduction factor when a space gives none
+# Successive halving stops no trial until this many have completed (space.pruning.AfterStartup):
+# a short sweep still ends with several fully trained models to compare.
+HALVING_STARTUP_TRIALS = 5
 
 
 def halving_min_resource(max_epochs: int, reduction_factor: int = HALVING) -> int:
@@ -184,7 +187,7 @@ PRUNER_ARGS: dict[str, dict[str, type]] = {
     "percentile": {"percentile": float, "n_startup_trials": int, "n_warmup_steps": int,
                    "interval_steps": int, "n_min_trials": int},
     "successive_halving": {"min_resource": int, "reduction_factor": int,
-                           "min_early_stopping_rate": int},
+                           "min_early_stopping_rate": int, "n_startup_trials": int},
     "none": {},
 }
 # The smallest value of each pruner option.
