@@ -52,7 +52,7 @@ def table(results: list[common.Row]) -> str:
     head = "| # | what | sweeper | compared with | ratio | target | met |\n|---|---|---|---|---|---|---|"
     lines = [head]
     for r in results:
-        met = {True: "yes", False: "**no**", None: "n/a"}[r.met]
+        met = {True: "yes", False: "**no**", None: r.why_unjudged or "n/a"}[r.met]
         lines.append(f"| {r.number} | {r.what} | {r.ours} | {r.baseline} | {r.ratio} | "
                      f"{r.target} | {met} |")
     return "\n".join(lines)

@@ -31,8 +31,9 @@ class Row:
     baseline: str
     ratio: str
     target: str
-    met: bool | None  # None: could not be measured here
+    met: bool | None  # None: not judged (could not be measured here, or why_unjudged)
     details: dict = field(default_factory=dict)
+    why_unjudged: str = ""  # shown instead of "n/a" when met is None, e.g. "not judged (quick)"
 
 
 def python() -> str:
