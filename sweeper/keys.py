@@ -44,6 +44,7 @@ RESUMED_FROM = "sweeper.resumed_from"
 RESUME_NOTE = "sweeper.resume_note"  # why a checkpoint found was not used
 LOSS_HISTORY = "sweeper.loss_history"
 SECONDS = "sweeper.seconds"  # where the trial's time went
+TIMELINE = "sweeper.timeline"  # wall-clock times: fit called, its first batch, training ended
 FAIL_REASON = "sweeper.fail_reason"
 PRUNE_REASON = "sweeper.prune_reason"
 REQUEUE = "sweeper.requeue"  # see sweeper.worker.retries

@@ -63,6 +63,11 @@ def test_stored_f1_is_scikit_learns_on_the_models_predictions(study, tmp_path):
     # The parts of training add up to no more than the whole fit.
     assert seconds["epochs"] + seconds["f1"] + seconds["report"] <= seconds["train"] + 1e-3
     assert 0 < seconds["first_epoch"] <= seconds["epochs"]  # the model's trace is in the first
+    # When fit was called, its first batch began and training ended: where a slot waits.
+    timeline = stored.user_attrs["sweeper.timeline"]
+    assert timeline["fit"] <= timeline["first_batch"] <= timeline["trained"]
+    assert timeline["trained"] - timeline["first_batch"] <= seconds["train"] + 1e-3
+    assert 0 < seconds["last_f1"] <= seconds["f1"]
     assert stored.user_attrs["sweeper.rss_mb"] > 0
     assert stored.user_attrs["sweeper.worker"] == 0
     assert stored.value > 0.3  # well above chance (0.1) after 3 epochs
@@ -120,6 +125,19 @@ def test_pruner_stops_a_hopeless_trial(study):
     assert hopeless.state == optuna.trial.TrialState.PRUNED
     assert hopeless.user_attrs["sweeper.prune_reason"].startswith("pruned after epoch 1")
     assert hopeless.user_attrs["sweeper.epochs_run"] == 1
+
+
+def test_the_training_pipeline_is_not_autotuned():
+    """Nothing in it is tunable, and an autotuned pipeline made fit's end wait ~2 s for its tuning
+    thread in about half the trials of two workers sharing two cores (make bench, row 4)."""
+    from types import SimpleNamespace
+
+    from sweeper.pipeline import train
+
+    data = SimpleNamespace(x_train=np.zeros((10, 8, 8, 1), np.float32), y_train=np.zeros(10, int))
+    dataset = train.training_input(data, batch_size=4, seed=0, epochs=2)["x"]
+    assert dataset.options().autotune.enabled is False
+    assert sum(1 for _ in dataset) == 2 * 3  # every epoch's batches, in one pass
 
 
 def test_large_training_splits_stream_from_the_memory_mapped_cache(study, monkeypatch):

@@ -64,8 +64,10 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
         reporter = train.fit(model, data, trial, batch_size, space.max_epochs, average,
                              should_stop, seed, checkpoint, resumed, space.checkpoint_every_s)
     clock.seconds.update(reporter.seconds)
+    clock.seconds["last_f1"] = reporter.last_f1_s
     ran = {keys.EPOCHS_RUN: len(reporter.losses) - reporter.first_epoch,
-           keys.LOSS_HISTORY: [round(x, 6) for x in reporter.losses]}
+           keys.LOSS_HISTORY: [round(x, 6) for x in reporter.losses],
+           keys.TIMELINE: {k: round(v, 4) for k, v in reporter.timeline.items()}}
     if reporter.stop_reason is not None:
         keys.set_user_attrs(trial, {**ran, keys.PRUNE_REASON: reporter.stop_reason,
                                     keys.SECONDS: _rounded(clock.seconds)})

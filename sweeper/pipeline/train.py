@@ -60,12 +60,21 @@ class EpochReporter(keras.callbacks.Callback):
         # first_epoch (one of the epochs) includes tracing and compiling the new model's step.
         self.seconds = {"epochs": 0.0, "first_epoch": 0.0, "f1": 0.0, "report": 0.0}
         self._epoch_started = 0.0
+        # Wall-clock times (time.time()) of fit's call, its first batch, and the end of the last
+        # epoch trained: where a slot waits between two trials (benchmarks, row 4).
+        self.timeline: dict[str, float] = {}
+        self.last_f1_s = 0.0  # the last epoch's validation prediction and F1, after training
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if "first_batch" not in self.timeline:
+            self.timeline["first_batch"] = time.time()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         started = time.perf_counter()
+        self.timeline["trained"] = time.time()
         self.seconds["epochs"] += started - self._epoch_started
         if epoch == self.first_epoch:
             self.seconds["first_epoch"] = started - self._epoch_started
@@ -78,7 +87,8 @@ class EpochReporter(keras.callbacks.Callback):
         score = f1(self.y_val, predict_classes(self.model, self.x_val), self.average)
         self.scores.append(score)
         reported = time.perf_counter()
-        self.seconds["f1"] += reported - started
+        self.last_f1_s = reported - started
+        self.seconds["f1"] += self.last_f1_s
         multi_objective.report(self.trial, score, epoch + 1)
         should_prune = self.may_prune and multi_objective.should_prune(self.trial)
         self.seconds["report"] += time.perf_counter() - reported
@@ -214,8 +224,14 @@ def _tf_epochs(data, batch_size: int, seed: int, epochs: int, first_epoch: int):
         order = tf.random.experimental.stateless_shuffle(tf.range(rows), seed=key)
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
+    # No autotuning: nothing here is tunable (the prefetch is fixed), and an autotuned pipeline
+    # made fit's end wait for its tuning thread: ~2 s after the last epoch in about half the
+    # trials of two workers sharing two cores, every one of them 8 ms once it was off.
+    options = tf.data.Options()
+    options.autotune.enabled = False
     return (tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
-            .map(lambda batch: (tf.gather(x, batch), tf.gather(y, batch))).prefetch(2))
+            .map(lambda batch: (tf.gather(x, batch), tf.gather(y, batch))).prefetch(2)
+            .with_options(options))
 
 
 def fit(model, data, trial, batch_size: int, max_epochs: int, average: str,
@@ -236,6 +252,7 @@ def fit(model, data, trial, batch_size: int, max_epochs: int, average: str,
     first = reporter.first_epoch
     if first >= max_epochs:  # cut after its last epoch (in the compress stage): nothing to train
         return reporter
+    reporter.timeline["fit"] = time.time()
     try:
         model.fit(**training_input(data, batch_size, seed, max_epochs, first),
                   epochs=max_epochs, initial_epoch=first, callbacks=callbacks, verbose=0)
