@@ -69,7 +69,7 @@ def _order(repeat: int) -> list[str]:
 
 
 def _spread(ratios: list[float]) -> str:
-    return f"{common.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+    return f"{common.median(ratios):.3f}x ({min(ratios):.3f}-{max(ratios):.3f})"
 
 
 def orchestration_efficiency(quick: bool, stores: list[str]) -> Row:
