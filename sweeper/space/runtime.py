@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-from sweeper.space.pruning import AfterStartup
 from sweeper.space.schema import (
     CHECKPOINT_EVERY_S,
     HALVING,
@@ -217,6 +216,8 @@ class SearchSpace:
 
     def make_pruner(self):
         import optuna
+
+        from sweeper.space.pruning import AfterStartup  # imports Optuna: not at start-up
 
         spec = dict(self.config["pruner"])
         pruner = getattr(optuna.pruners, PRUNERS[spec.pop("name")])

@@ -98,7 +98,11 @@ def test_soak_hundreds_of_faulty_trials(project, soak_store):
     grew_mb = statistics.median(s["rss_mb"] for s in late) - statistics.median(
         s["rss_mb"] for s in early)
     assert grew_mb < 15, f"controller memory grew {grew_mb:.1f} MB"
-    assert max(s["fds"] for s in late) <= max(s["fds"] for s in early), "controller leaks files"
+    # +3: the files of one more store connection (a SQLite connection holds the database, its
+    # WAL and its shared memory), which the controller's connection pool may open once its
+    # readers overlap: bounded. A leak grows with the 300 trials or the 12 worker replacements.
+    assert max(s["fds"] for s in late) <= max(s["fds"] for s in early) + 3, \
+        "controller leaks files"
 
     # Workers: bounded memory (recycled every 25 trials) and open files.
     early_worker = [rss for s in early for rss, _ in s["workers"]]
