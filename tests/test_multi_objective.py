@@ -24,7 +24,7 @@ model: {name: cnn}
 training: {max_epochs: 8}
 compress: {quantize: int8}
 objectives: [f1, size_kb]
-pruner: {name: successive_halving, min_resource: 2, reduction_factor: 2}
+pruner: {name: successive_halving, min_resource: 2, reduction_factor: 2, n_startup_trials: 0}
 sampler: {name: tpe, seed: 0, n_startup_trials: 4}
 params:
   learning_rate: {type: float, low: 0.001, high: 0.1, log: true}
