@@ -105,31 +105,17 @@ def rdb_of(storage):
     return getattr(storage, "_backend", storage)
 
 
-def set_user_attrs(trial, attrs: dict) -> None:
-    """Several attributes of a running trial in one transaction: Optuna's API writes each in a
-    transaction of its own, and a trial sets a dozen (measured: ~1.5 ms each on SQLite)."""
-    from optuna.storages import RDBStorage
-
-    rdb = rdb_of(trial.storage)
-    if not isinstance(rdb, RDBStorage):
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        return
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    with _create_scoped_session(rdb.scoped_session, True) as session:
-        for key, value in attrs.items():
-            rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel,
-                                               trial._trial_id, key, value)
-
-
-
 def record_intermediate_value(trial, step: int, value: float) -> None:
     """What Trial.report does, which Optuna refuses in a multi-objective study: the value goes to
     the store and to the trial's own cached copy, which its pruner reads."""
     trial.storage.set_trial_intermediate_value(trial._trial_id, step, value)
     trial._cached_frozen_trial.intermediate_values[step] = value
+
+
+def as_asked(trial):
+    """The FrozenTrial Optuna read when `trial` was asked for: what was set on it before it ran
+    (a retry's chain and inherited attributes), known without reading the store again."""
+    return trial._cached_frozen_trial
 
 
 def latest_trial(trial):

@@ -93,3 +93,45 @@ def test_an_evicted_model_leaves_a_note_not_a_dead_link(tmp_path, monkeypatch):
         "The model file of trial 0 (objective 0.5000) was deleted when trial 1 entered the best 1")
     assert b"when trial 3 entered the best 1" in served["model_trial_1.evicted.txt"]
     assert len(served["model_trial_1.evicted.txt"]) < 1000
+
+
+KILLED_WHILE_WRITING = """
+import os, signal, sys
+import numpy as np, optuna
+from sweeper.pipeline import artifacts
+from sweeper.pipeline.bookkeeping import Bookkeeper
+from sweeper.storage.rdb import open_storage
+from sweeper.storage.trial_attrs import set_user_attrs
+from test_artifacts import _tiny_model
+
+study = optuna.load_study(study_name="killed", storage=open_storage(sys.argv[1]))
+trial = study.ask()
+y = np.array([0, 1, 2, 1])
+job = artifacts.trial_artifacts(trial, _tiny_model(), y, y, ["a", "b", "c"], 0.8, "maximize")
+set_user_attrs(trial, {"sweeper.test_f1": 0.75})
+study.tell(trial, 0.8)  # told: the job runs after, as in a worker
+# Killed once the files are written, before the entries that list them.
+artifacts.write_trial_attrs = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+keeper = Bookkeeper()
+keeper.hand_over(job.write, job.name, holds_objects=True)
+keeper.drain()
+"""
+
+
+def test_a_worker_killed_while_writing_artifacts_loses_nothing_told(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="killed", storage=open_storage(url), direction="maximize")
+    folder = tmp_path / "artifacts"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
+           "SWEEPER_ARTIFACT_DIR": str(folder)}
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_WRITING, url], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    assert len([f for f in folder.iterdir() if not f.name.startswith(".")]) == 3  # png, csv, model
+
+    trial = optuna.load_study(study_name="killed", storage=open_storage(url)).trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 0.8
+    assert trial.user_attrs["sweeper.test_f1"] == 0.75
+    # No entry lists a file: none links to anything missing, and no model is counted as kept.
+    assert not [k for k in trial.system_attrs if k.startswith("artifacts:")]
+    assert "sweeper.model_artifact" not in trial.user_attrs

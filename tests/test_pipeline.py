@@ -127,6 +127,24 @@ def test_pruner_stops_a_hopeless_trial(study):
     assert hopeless.user_attrs["sweeper.epochs_run"] == 1
 
 
+def test_a_trial_that_trained_all_its_epochs_is_not_pruned(study):
+    """The same hopeless trial as above, with one epoch: the pruner is not asked after the last
+    epoch (stopping the trial then saves nothing), so it completes."""
+    from sweeper.pipeline.objective import make_objective
+
+    space = parse_space(SPACE.replace("pruner: none", "pruner: {name: median, n_startup_trials: 1}")
+                        .replace("low: 0.001, high: 0.01", "low: 0.000001, high: 0.01")
+                        .replace("max_epochs: 3", "max_epochs: 1"))
+    study.pruner = space.make_pruner()
+    study.enqueue_trial({"learning_rate": 0.01, "optimizer": "adam"})
+    study.enqueue_trial({"learning_rate": 0.000001, "optimizer": "sgd", "momentum": 0.0})
+    study.optimize(make_objective(space, {}), n_trials=2)
+    good, hopeless = study.trials
+    assert hopeless.intermediate_values[1] < good.intermediate_values[1]  # the pruner's case
+    assert hopeless.state == optuna.trial.TrialState.COMPLETE
+    assert hopeless.user_attrs["sweeper.epochs_run"] == 1
+
+
 def test_the_training_pipeline_is_not_autotuned():
     """Nothing in it is tunable, and an autotuned pipeline made fit's end wait ~2 s for its tuning
     thread in about half the trials of two workers sharing two cores (make bench, row 4)."""
@@ -165,20 +183,25 @@ def test_large_training_splits_stream_from_the_memory_mapped_cache(study, monkey
     assert result.value > 0.3  # well above chance (0.1) after 3 epochs
 
 
-def test_what_earlier_trials_leave_is_out_of_the_collectors_sight(study):
+@pytest.mark.parametrize("artifacts", ["in line", "in the background"])
+def test_what_earlier_trials_leave_is_out_of_the_collectors_sight(study, artifacts):
     """TensorFlow keeps every trial's traced graphs (thousands of objects). The worker's loop
     collects after each trial and freezes what survives, so the objects each later collection
     scans do not pile up trial after trial (pruned trials included: their exception no longer
-    holds the model then)."""
+    holds the model then). With artifacts written in the background, the first trial's model is
+    held by its job past its trial (nothing is frozen then): the freeze after the next trial
+    takes what survives, and the count is flat from there."""
     import gc
 
+    from sweeper.pipeline.bookkeeping import Bookkeeper
     from sweeper.pipeline.objective import make_objective
     from sweeper.worker.loop import TrialLoop
 
     space = parse_space(SPACE.replace("max_epochs: 3", "max_epochs: 2")
                         .replace("pruner: none", "pruner: {name: median, n_startup_trials: 1}"))
     study.pruner = space.make_pruner()
-    objective = make_objective(space, {})
+    keeper = Bookkeeper() if artifacts == "in the background" else None
+    objective = make_objective(space, {}, None, keeper)
     tracked = []
 
     def counting(trial):
@@ -188,8 +211,13 @@ def test_what_earlier_trials_leave_is_out_of_the_collectors_sight(study):
     for params in ([{"learning_rate": 0.01, "optimizer": "adam"}]
                    + [{"learning_rate": 0.001, "optimizer": "sgd", "momentum": 0.0}] * 4):
         study.enqueue_trial(params)
-    loop = TrialLoop(study, counting, 5, deadline=None, recycle_after=None, max_memory_mb=None)
-    assert loop.run() == 0
+    loop = TrialLoop(study, counting, 5, deadline=None, recycle_after=None, max_memory_mb=None,
+                     bookkeeper=keeper)
+    try:
+        assert loop.run() == 0
+    finally:
+        if keeper is not None:
+            keeper.drain()
     assert [t.state.name for t in study.trials].count("PRUNED") >= 1
     growth = [later - earlier for earlier, later in zip(tracked[1:], tracked[2:])]
     assert max(growth) < 3000, f"objects scanned by each collection grew by {growth} per trial"

@@ -10,6 +10,7 @@ beside them (sweeper.keys).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -20,13 +21,15 @@ import psutil
 from sweeper import keys
 from sweeper.metrics import metric_value
 from sweeper.pipeline import compress, evaluate, train
-from sweeper.pipeline.artifacts import save_trial_artifacts
+from sweeper.pipeline.artifacts import trial_artifacts
+from sweeper.pipeline.bookkeeping import Bookkeeper
 from sweeper.pipeline.checkpoint import Checkpoint, Saved, chain_folder, chain_start
 from sweeper.pipeline.data import Dataset, load_dataset
 from sweeper.pipeline.model import build_model
 from sweeper.pipeline.stopwatch import Stopwatch
 from sweeper.space import SearchSpace
 from sweeper.space.schema import hparam
+from sweeper.storage.trial_attrs import set_user_attrs
 
 
 @dataclass
@@ -40,21 +43,26 @@ class TrialResult:
 
 
 def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None = None,
-              should_stop=None, save_artifacts: bool = True) -> TrialResult:
+              should_stop=None, save_artifacts: bool = True,
+              bookkeeper: Bookkeeper | None = None) -> TrialResult:
     """Run one trial. Raises optuna.TrialPruned when pruned or when the loss became NaN/inf,
     and train.TrialInterrupted when `should_stop()` turns true. `worker_attrs` (keyed as in
-    sweeper.keys) are stored on the trial."""
+    sweeper.keys) are stored on the trial. With a `bookkeeper`, the trial's artifacts are written
+    in the background once the next trial trains (and this trial's first step lets the earlier
+    trial's be written); without one, before it returns."""
     config = space.config
     average = config["objective"]["average"]
     first = first_of_chain(trial)  # a retry trains as the trial it retries
     seed = config["training"]["seed"] + first
-    _mark_start(trial, worker_attrs, seed)
+    # Resident memory at the start: what earlier trials in this process left behind.
+    rss_mb = round(psutil.Process().memory_info().rss / 2**20, 1)
     params = space.suggest(trial)
     hp = space.hyperparameters(params)
     clock = Stopwatch()
     with clock.stage("preprocess"):
         data = load_dataset(config["dataset"], config["preprocess"])
-        trial.set_user_attr(keys.DATA, data.report)
+    _mark_start(trial, {**(worker_attrs or {}), keys.SEED: seed, keys.RSS_MB: rss_mb,
+                        keys.DATA: data.report})
     checkpoint = Checkpoint(chain_folder(trial.study.study_name, first),
                             space.fingerprint) if save_artifacts else None
     with clock.stage("build"):
@@ -62,14 +70,15 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
         resumed = _resume(trial, model, checkpoint)
     with clock.stage("train"):
         reporter = train.fit(model, data, trial, batch_size, space.max_epochs, average,
-                             should_stop, seed, checkpoint, resumed, space.checkpoint_every_s)
+                             should_stop, seed, checkpoint, resumed, space.checkpoint_every_s,
+                             bookkeeper.start if bookkeeper is not None else None)
     clock.seconds.update(reporter.seconds)
     clock.seconds["last_f1"] = reporter.last_f1_s
     ran = {keys.EPOCHS_RUN: len(reporter.losses) - reporter.first_epoch,
            keys.LOSS_HISTORY: [round(x, 6) for x in reporter.losses],
            keys.TIMELINE: {k: round(v, 4) for k, v in reporter.timeline.items()}}
     if reporter.stop_reason is not None:
-        keys.set_user_attrs(trial, {**ran, keys.PRUNE_REASON: reporter.stop_reason,
+        set_user_attrs(trial, {**ran, keys.PRUNE_REASON: reporter.stop_reason,
                                     keys.SECONDS: _rounded(clock.seconds)})
         if checkpoint is not None:  # finished for good: nothing left to resume
             checkpoint.remove()
@@ -87,9 +96,14 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
     values = _values_and_constraints(trial, space, reporter.scores[-1], measured)
     if save_artifacts:
         with clock.stage("artifacts"):
-            save_trial_artifacts(trial, model, data.y_test, test_pred, data.class_names,
-                                 values[0], space.direction)
-    keys.set_user_attrs(trial, {**ran, **{keys.TEST_PREFIX + name: metric
+            artifacts = trial_artifacts(trial, model, data.y_test, test_pred, data.class_names,
+                                        values[0], space.direction)
+            if bookkeeper is None:
+                artifacts.write()
+            else:
+                bookkeeper.hand_over(artifacts.write, artifacts.name,
+                                     holds_objects=artifacts.model is not None)
+    set_user_attrs(trial, {**ran, **{keys.TEST_PREFIX + name: metric
                                           for name, metric in test.items()},
                                 **measured, keys.SECONDS: _rounded(clock.seconds)})
     if checkpoint is not None:
@@ -100,8 +114,7 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
 
 def first_of_chain(trial) -> int:
     """The number of the trial a retry retries (through retries of retries), else its own."""
-    attrs = keys.storage_of(trial.study).get_trial_system_attrs(keys.trial_id(trial))
-    return chain_start(attrs, trial.number)
+    return chain_start(keys.as_asked(trial).system_attrs, trial.number)
 
 
 def _resume(trial, model, checkpoint: Checkpoint | None) -> Saved | None:
@@ -118,14 +131,11 @@ def _resume(trial, model, checkpoint: Checkpoint | None) -> Saved | None:
     return saved
 
 
-def _mark_start(trial: optuna.Trial, worker_attrs: dict | None, seed: int) -> None:
-    """The worker's attributes, the seed and the memory held at the start. A retry inherits the
-    failed trial's attributes: those of one run are cleared."""
-    # Resident memory at the start: what earlier trials in this process left behind.
-    rss_mb = round(psutil.Process().memory_info().rss / 2**20, 1)
-    inherited = trial.user_attrs
-    keys.set_user_attrs(trial, {**(worker_attrs or {}), keys.SEED: seed, keys.RSS_MB: rss_mb,
-                                **{key: None for key in keys.PER_RUN if key in inherited}})
+def _mark_start(trial: optuna.Trial, attrs: dict) -> None:
+    """The worker's attributes, the seed, the data and the memory held at the start, in one
+    write. A retry inherits the failed trial's attributes: those of one run are cleared."""
+    inherited = keys.as_asked(trial).user_attrs
+    set_user_attrs(trial, {**attrs, **{key: None for key in keys.PER_RUN if key in inherited}})
 
 
 def _build(trial: optuna.Trial, space: SearchSpace, hp: dict, data: Dataset, seed: int):
@@ -180,12 +190,14 @@ def _rounded(seconds: dict) -> dict:
     return {k: round(v, 4) for k, v in seconds.items()}
 
 
-def make_objective(space: SearchSpace, worker_attrs: dict, should_stop=None):
-    """The function given to study.optimize. Failures keep their reason on the trial."""
+def make_objective(space: SearchSpace, worker_attrs: dict, should_stop=None,
+                   bookkeeper: Bookkeeper | None = None):
+    """The function given to study.optimize. Failures keep their reason on the trial. With a
+    `bookkeeper`, artifacts are written in the background (its owner drains it)."""
 
     def objective(trial: optuna.Trial) -> float | list[float]:
         try:
-            result = run_trial(trial, space, worker_attrs, should_stop)
+            result = run_trial(trial, space, worker_attrs, should_stop, bookkeeper=bookkeeper)
             return result.values if space.is_multi_objective else result.value
         except optuna.TrialPruned:
             raise
@@ -195,7 +207,8 @@ def make_objective(space: SearchSpace, worker_attrs: dict, should_stop=None):
         finally:
             # Without collecting: the worker's loop collects once the trial has fully ended
             # (sweeper.worker.loop), when nothing of it is still referenced.
-            keras.backend.clear_session(free_memory=False)
+            with bookkeeper.quiet() if bookkeeper is not None else contextlib.nullcontext():
+                keras.backend.clear_session(free_memory=False)
 
     return objective
 

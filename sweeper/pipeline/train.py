@@ -41,8 +41,9 @@ class EpochReporter(keras.callbacks.Callback):
     """Reports validation F1 at step = epochs done; stops fit when pruned or the loss blows up."""
 
     def __init__(self, trial, x_val: np.ndarray, y_val: np.ndarray, average: str,
-                 resumed: Saved | None = None):
+                 resumed: Saved | None = None, after_first_step=None):
         super().__init__()
+        self.after_first_step = after_first_step  # called once, when the first step has run
         # Converted once, not at every epoch's prediction.
         self.trial, self.x_val = trial, keras.ops.convert_to_tensor(x_val)
         self.y_val, self.average = y_val, average
@@ -69,6 +70,11 @@ class EpochReporter(keras.callbacks.Callback):
         if "first_batch" not in self.timeline:
             self.timeline["first_batch"] = time.time()
 
+    def on_train_batch_end(self, batch, logs=None):
+        if self.after_first_step is not None:
+            call, self.after_first_step = self.after_first_step, None
+            call()
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_started = time.perf_counter()
 
@@ -90,7 +96,9 @@ class EpochReporter(keras.callbacks.Callback):
         self.last_f1_s = reported - started
         self.seconds["f1"] += self.last_f1_s
         multi_objective.report(self.trial, score, epoch + 1)
-        should_prune = self.may_prune and multi_objective.should_prune(self.trial)
+        # A trial that has trained all its epochs is not pruned: stopping it saves nothing.
+        last = epoch + 1 >= self.params.get("epochs", float("inf"))
+        should_prune = self.may_prune and not last and multi_objective.should_prune(self.trial)
         self.seconds["report"] += time.perf_counter() - reported
         if should_prune:
             self.pruned = True
@@ -237,10 +245,11 @@ def _tf_epochs(data, batch_size: int, seed: int, epochs: int, first_epoch: int):
 def fit(model, data, trial, batch_size: int, max_epochs: int, average: str,
         should_stop=None, seed: int = 0, checkpoint: Checkpoint | None = None,
         resumed: Saved | None = None,
-        checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> EpochReporter:
+        checkpoint_every_s: float = CHECKPOINT_EVERY_S, after_first_step=None) -> EpochReporter:
     """Trains from epoch 1, or from where `resumed` (read from `checkpoint`) stood: its epochs'
-    validation F1 is reported again, so pruners judge the trial as if it had never been cut."""
-    reporter = EpochReporter(trial, data.x_val, data.y_val, average, resumed)
+    validation F1 is reported again, so pruners judge the trial as if it had never been cut.
+    `after_first_step` is called once the first training step has run."""
+    reporter = EpochReporter(trial, data.x_val, data.y_val, average, resumed, after_first_step)
     for step, score in enumerate(reporter.scores, 1):
         multi_objective.report(trial, score, step)
     callbacks: list = [reporter] if should_stop is None else [StopCheck(should_stop), reporter]

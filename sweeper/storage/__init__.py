@@ -9,5 +9,6 @@ the next one, who sweeps a study) is answered from the database itself.
 - `sqlite`: SQLite for many processes of one machine, and read-only reading;
 - `errors`: store errors told apart (what a running sweep waits out, what stops it) in one line;
 - `counts`: the trial budget, counted in the database;
+- `trial_attrs`: a trial's attributes, many in one write, also after it finished, and read back;
 - `locks`: the budget lock and the sweep lock, one class per kind of store.
 """

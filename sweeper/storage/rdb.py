@@ -81,22 +81,6 @@ def retry_callback():
         return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
 
-_TRIAL_SYSTEM_ATTRS = sqlalchemy.table("trial_system_attributes", sqlalchemy.column("trial_id"),
-                                       sqlalchemy.column("key"), sqlalchemy.column("value_json"))
-
-
-def rewrite_trial_system_attr(storage, trial_id: int, key: str, value) -> None:
-    """Replaces an existing system attribute of a trial, finished or not (Optuna's API refuses
-    finished trials). Stored as Optuna stores it: the value as JSON."""
-    import json
-
-    table = _TRIAL_SYSTEM_ATTRS
-    with keys.rdb_of(storage).engine.begin() as conn:
-        conn.execute(table.update()
-                     .where(table.c.trial_id == trial_id, table.c.key == key)
-                     .values(value_json=json.dumps(value)))
-
-
 def on_next_claim(storage, callback) -> None:
     """Calls `callback` once, as soon as this process's next trial exists in the store (created,
     or a waiting one taken), before Optuna samples its parameters: the budget lock is released

@@ -114,6 +114,7 @@ def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = Non
 
     require_backend(space)
     configure_backend(threads)
+    from sweeper.pipeline.bookkeeping import Bookkeeper
     from sweeper.pipeline.data import load_dataset
     from sweeper.pipeline.objective import make_objective
 
@@ -140,14 +141,16 @@ def run_worker(storage_url: str, study_name: str, *, worker_id: str | None = Non
              keys.CUDA_VISIBLE_DEVICES: cuda_visible,
              keys.DEVICES: visible_accelerators() if devices is None else devices,
              keys.BACKEND: backend_version(), keys.THREADS: threads or os.cpu_count()}
-    objective = make_objective(space, attrs, STOP.is_set)
+    bookkeeper = Bookkeeper(say=log)
+    objective = make_objective(space, attrs, STOP.is_set, bookkeeper)
     try:
         return run_trials(study, objective, budget, deadline=deadline,
                           recycle_after=recycle_after, max_memory_mb=max_memory_mb, slot=slot,
-                          startup_s=startup_s)
+                          startup_s=startup_s, bookkeeper=bookkeeper)
     finally:
         if slot is not None:
             slot.release()  # its successor trains now, while this process winds down
+        bookkeeper.drain()  # the last trials' artifacts
 
 
 def _take_slot(slot: SlotLock) -> bool:
@@ -191,12 +194,14 @@ def open_study(storage_url: str, study_name: str, worker_id: str,
 
 def run_trials(study, objective, budget: int | None, *, deadline: float | None = None,
                recycle_after: int | None = None, max_memory_mb: float | None = None,
-               slot: SlotLock | None = None, startup_s: float = 0.0) -> int:
+               slot: SlotLock | None = None, startup_s: float = 0.0, bookkeeper=None) -> int:
     """Run trials of `study` one at a time while the shared budget has room. Returns an exit code.
 
-    Any objective works here (the tests use ones without TensorFlow)."""
+    Any objective works here (the tests use ones without TensorFlow). `bookkeeper`
+    (sweeper.pipeline.bookkeeping) is the one the objective hands its background jobs to."""
     return TrialLoop(study, objective, budget, deadline=deadline, recycle_after=recycle_after,
-                     max_memory_mb=max_memory_mb, slot=slot, startup_s=startup_s).run()
+                     max_memory_mb=max_memory_mb, slot=slot, startup_s=startup_s,
+                     bookkeeper=bookkeeper).run()
 
 
 class TrialLoop:
@@ -204,8 +209,9 @@ class TrialLoop:
 
     def __init__(self, study, objective, budget: int | None, *, deadline: float | None,
                  recycle_after: int | None, max_memory_mb: float | None,
-                 slot: SlotLock | None = None, startup_s: float = 0.0):
+                 slot: SlotLock | None = None, startup_s: float = 0.0, bookkeeper=None):
         self.study = study
+        self.bookkeeper = bookkeeper
         self.objective = objective
         self.budget = budget
         self.deadline = deadline
@@ -266,7 +272,7 @@ class TrialLoop:
         self._call_successor_if_due()
         began = time.monotonic()
         outcome = run_one(self.study, self.objective, self.lock, interrupted_reason)
-        _collect_after_trial()
+        _collect_after_trial(self.bookkeeper)
         self.trial_seconds.append(time.monotonic() - began)
         if outcome.ending is Ending.INTERRUPTED:
             _close_interrupted(self.study, outcome.trial, interrupted_reason())
@@ -353,12 +359,19 @@ def _wait_for_store(rdb, study_id: int, error: BaseException) -> bool:
     return False
 
 
-def _collect_after_trial() -> None:
+def _collect_after_trial(bookkeeper=None) -> None:
     """Frees what the trial left, then freezes what survives. A collection scans only objects
     made since the last freeze, and TensorFlow keeps every trial's traced graphs (~16,000 objects
     for the digits CNN): unfrozen, each collection, those during training too, would scan all
     earlier trials' again (measured: the clean-up after a trial took 17 ms at the first trial and
-    77 ms at the tenth). Recycling bounds what is kept."""
+    77 ms at the tenth). Recycling bounds what is kept.
+
+    Nothing is done while a background job of `bookkeeper` (sweeper.pipeline.bookkeeping) still
+    holds the trial's model, whose file it writes while the next trial trains: frozen objects in
+    reference cycles are never freed, and the model keeps most of the trial alive. The job
+    collects once it has run; the next trial's collection freezes what survives."""
+    if bookkeeper is not None and bookkeeper.holds_objects:
+        return
     gc.collect()
     gc.freeze()
 

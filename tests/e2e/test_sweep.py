@@ -43,6 +43,7 @@ def test_sweep_pins_workers_prunes_and_resumes(project, fake_nvidia_smi):
         assert len(t.intermediate_values) == t.user_attrs["sweeper.epochs_run"]
         if t.state == State.COMPLETE:
             assert 0 <= t.user_attrs["sweeper.test_f1"] <= 1 and t.value is not None
+    _artifacts_written_while_the_next_trial_trained(trials, project / "storage" / "artifacts")
 
     # Same command, larger budget, GPUs found by (the fake) nvidia-smi: the study resumes.
     env = {**os.environ, "FAKE_GPU_COUNT": "2"}
@@ -141,3 +142,32 @@ def test_workers_that_keep_crashing_stop_the_sweep_with_the_reason(project):
     assert not [t for t in trials if t.state == State.RUNNING]
     assert all(t.user_attrs["sweeper.fail_reason"].startswith("the worker died")
                for t in trials if t.state == State.FAIL)
+
+
+def _artifacts_written_while_the_next_trial_trained(trials, folder) -> None:
+    """Every completed trial has its confusion matrix and per-class table, also each worker's
+    last (a worker leaves only once they are written). Where the same worker ran a next trial,
+    they were written after that trial's first training step and before it ended: off the slot's
+    path, and within that trial's time."""
+    import json
+
+    by_pid: dict = {}
+    for t in sorted(trials, key=lambda t: t.datetime_start):
+        by_pid.setdefault(t.user_attrs["sweeper.pid"], []).append(t)
+    checked = 0
+    for runs in by_pid.values():
+        for t, after in zip(runs, runs[1:] + [None]):
+            if t.state != State.COMPLETE:
+                continue
+            files = {json.loads(v)["filename"]: folder / json.loads(v)["artifact_id"]
+                     for k, v in t.system_attrs.items() if k.startswith("artifacts:")}
+            assert {f"confusion_matrix_trial_{t.number}.png", f"per_class_trial_{t.number}.csv"} \
+                <= set(files), f"trial {t.number}: {sorted(files)}"
+            # (A model file is left out: when a later trial pushes it out of the best k, a note
+            # is written in its place.)
+            written = max(files[name].stat().st_mtime for name in files if name[-4:] in (".png", ".csv"))
+            if after is not None:
+                assert after.user_attrs["sweeper.timeline"]["first_batch"] <= written \
+                    <= after.datetime_complete.timestamp(), f"trial {t.number}"
+                checked += 1
+    assert checked, "no worker ran a trial after a completed one"
