@@ -86,3 +86,45 @@ def test_a_request_for_a_successor_is_made_once_and_consumed_once(tmp_path):
 ])
 def test_when_to_ask_for_a_successor(left, pace, startup, memory, cap, expected):
     assert time_to_ask(left, pace, startup, memory, cap) == expected
+
+
+def test_a_worker_left_waiting_for_the_last_trials_lends_its_slot_and_takes_it_back(tmp_path):
+    """Only the study's last trial runs, elsewhere: the worker waiting for it lets another sweep
+    train on its slot, and when that trial is queued again (its worker died), runs it only once
+    it has its slot back."""
+    import optuna
+
+    from sweeper.storage.rdb import open_storage
+    from sweeper.worker.exits import EXIT_DONE
+    from sweeper.worker.loop import run_trials
+    from sweeper.worker.retries import fail_and_requeue
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(study_name="lend", storage=storage)
+    elsewhere = study.ask()  # the budget's one trial, run by another worker
+    lock = tmp_path / "gpu-0.slot0.lock"
+    slot = SlotLock(lock, study="lend")
+    assert slot.take(threading.Event())
+    slot_held_in_trials = []
+
+    def objective(trial):
+        slot_held_in_trials.append(slot.held)
+        return 1.0
+
+    codes = []
+    worker = threading.Thread(target=lambda: codes.append(run_trials(study, objective, 1,
+                                                                     slot=slot)), daemon=True)
+    worker.start()
+    other_sweep = SlotLock(lock, study="other")
+    deadline = time.monotonic() + 30
+    while not other_sweep.lease.try_take() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert other_sweep.held, "the waiting worker kept its slot"
+    fail_and_requeue(study, storage, elsewhere._trial_id, "its worker died")
+    time.sleep(1.5)  # three looks at the store: the retry is seen, the slot is not free
+    assert slot_held_in_trials == [], "a trial ran on a slot another sweep holds"
+    other_sweep.release()
+    worker.join(30)
+    assert codes == [EXIT_DONE]
+    assert slot_held_in_trials == [True]
+    assert study.trials[-1].state == optuna.trial.TrialState.COMPLETE

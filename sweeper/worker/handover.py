@@ -16,6 +16,9 @@ current one trains, then waits. It takes the slot the moment the current one let
   pace of the study's last trials tells it before its own first one), or its memory is near its
   cap. The controller's pool starts the successor when it sees the marker. So a short sweep, which
   never reaches a replacement, starts no extra process.
+- A worker left only waiting for its study's last trials, run by other workers, lends its slot
+  meanwhile: another sweep's worker may train there. It takes the slot back, waiting as long as
+  that takes, if a trial is queued again (a dead worker's, say).
 - A warm successor says so with another marker. A worker due for replacement whose successor is
   not warm yet (a start-up is slower on a busy machine) runs another trial instead of leaving its
   slot idle, up to twice its trial count; past its memory cap it leaves anyway.
@@ -96,6 +99,18 @@ class SlotLock:
                     return False
         ready_marker(self.markers).unlink(missing_ok=True)
         return True
+
+    def take_back(self, stop: threading.Event) -> bool:
+        """Waits for the slot this worker lent (see TrialLoop): as `take`, but not as a warm
+        successor, so its predecessor-side markers are left alone."""
+        while not self.lease.try_take():
+            if stop.wait(POLL_S):
+                return False
+        return True
+
+    @property
+    def held(self) -> bool:
+        return self.lease.held
 
     def held_by_another_study(self, study: str) -> bool:
         """Whether a worker of another study holds the slot now (its own sweep's worker before

@@ -259,7 +259,9 @@ class TrialLoop:
             if not free and running:
                 # The last trials run elsewhere. If a worker running one dies, its trial must be
                 # failed and retried by someone: stay until they end, checking their heartbeats.
+                # Nothing trains here meanwhile: the slot is lent to whoever waits for it.
                 self.lock.release()
+                self._lend_slot()
                 time.sleep(LAST_TRIALS_POLL_S)
                 optuna.storages.fail_stale_trials(self.study)
                 return None
@@ -269,6 +271,11 @@ class TrialLoop:
         if not free:
             log(f"budget of {self.budget} trials is taken; done after {self.ran} trials")
             return EXIT_DONE
+        if self.slot is not None and not self.slot.held:
+            # A trial was queued again while the slot was lent. Not waited for under the budget
+            # lock: another sweep's worker may keep the slot for a while.
+            self.lock.release()
+            return None if self._take_slot_back() else EXIT_INTERRUPTED
         self._call_successor_if_due()
         began = time.monotonic()
         outcome = run_one(self.study, self.objective, self.lock, interrupted_reason)
@@ -281,6 +288,24 @@ class TrialLoop:
         if outcome.ending is Ending.STORE_LOST:
             return self._store_lost(outcome)
         return self._finished(outcome.finished)
+
+    def _lend_slot(self) -> None:
+        """Lets go of the slot while this worker only waits for the study's last trials: on a
+        shared GPU another sweep's worker trains there instead of the GPU idling."""
+        if self.slot is not None and self.slot.held:
+            log("waiting for the study's last trials, run by other workers; its slot is free for "
+                "others meanwhile")
+            self.slot.release()
+
+    def _take_slot_back(self) -> bool:
+        """Waits for the lent slot, to run a trial queued again; False if asked to stop."""
+        waiting = time.monotonic()
+        if not self.slot.take_back(STOP):
+            log(f"stopped ({_why_stopped[0]}) while waiting for its slot")
+            return False
+        log(f"took its slot back after {time.monotonic() - waiting:.1f}s to run a trial queued "
+            "again")
+        return True
 
     def _call_successor_if_due(self) -> None:
         """Asks for the next worker of this slot early enough for it to be warm in time."""
