@@ -52,7 +52,7 @@ def resume_after_cuts(quick: bool) -> Row:
     uncut_wall, results = common.run_processes([command("uncut.db")], cwd=work)
     common.check(results, "the uncut sweep")
     cut_started = time.monotonic()
-    stop_s = _cut_three_ways(work, command("cut.db"))
+    stop_s, killed = _cut_three_ways(work, command("cut.db"))
     done = subprocess.run(command("cut.db"), cwd=work, env=common.child_env(),
                           capture_output=True, text=True)
     common.check([done], "the last run of the cut sweep")
@@ -71,7 +71,9 @@ def resume_after_cuts(quick: bool) -> Row:
             continue
         original = by_number[history[-1]]
         start = (retry.user_attrs.get(keys.RESUMED_FROM) or {}).get("epoch", 0)
-        kind = "kill" if "died" in original.user_attrs.get(keys.FAIL_REASON, "") else "stop"
+        # By number, not by the reason the trial was closed with: when the controller is killed
+        # before it saw its worker die, the next run closes that trial with another reason.
+        kind = "kill" if original.number == killed else "stop"
         redone[kind].append(len(original.intermediate_values) - start + 1)
         if kind == "kill":
             interval_epochs.append(math.ceil(CHECKPOINT_EVERY_S / _epoch_s(retry, keys)))
@@ -106,8 +108,9 @@ def resume_after_cuts(quick: bool) -> Row:
                f"{interval} epochs) + 1 after a kill; cost <= 2%", met, details)
 
 
-def _cut_three_ways(work: Path, command: list[str]) -> float:
-    """Runs the cut sweep up to its third cut. Returns the seconds from SIGTERM to exit."""
+def _cut_three_ways(work: Path, command: list[str]) -> tuple[float, int]:
+    """Runs the cut sweep up to its third cut. Returns the seconds from SIGTERM to exit and the
+    number of the trial whose worker was killed."""
     import optuna
 
     url = command[-1]
@@ -128,7 +131,7 @@ def _cut_three_ways(work: Path, command: list[str]) -> float:
             study_name="resume_cnn", storage=url).get_trials(
             states=(optuna.trial.TrialState.RUNNING,)):
         time.sleep(0.5)
-    return stop_s
+    return stop_s, victim.number
 
 
 def _start(command: list[str], work: Path) -> subprocess.Popen:
