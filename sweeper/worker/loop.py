@@ -275,7 +275,7 @@ class TrialLoop:
             # A trial was queued again while the slot was lent. Not waited for under the budget
             # lock: another sweep's worker may keep the slot for a while.
             self.lock.release()
-            return None if self._take_slot_back() else EXIT_INTERRUPTED
+            return None if self._take_slot_back(self.slot) else EXIT_INTERRUPTED
         self._call_successor_if_due()
         began = time.monotonic()
         outcome = run_one(self.study, self.objective, self.lock, interrupted_reason)
@@ -297,10 +297,10 @@ class TrialLoop:
                 "others meanwhile")
             self.slot.release()
 
-    def _take_slot_back(self) -> bool:
+    def _take_slot_back(self, slot: SlotLock) -> bool:
         """Waits for the lent slot, to run a trial queued again; False if asked to stop."""
         waiting = time.monotonic()
-        if not self.slot.take_back(STOP):
+        if not slot.take_back(STOP):
             log(f"stopped ({_why_stopped[0]}) while waiting for its slot")
             return False
         log(f"took its slot back after {time.monotonic() - waiting:.1f}s to run a trial queued "
