@@ -92,13 +92,17 @@ class _Cyclic:
         self.me = self
 
 
-def test_a_model_held_by_a_pending_job_is_freed_as_soon_as_the_job_has_run():
+def _model_held_by_a_pending_job() -> tuple[Bookkeeper, weakref.ref]:
+    """A keeper whose one job holds a model with a reference cycle, and a weak reference to it."""
     gc.collect()
     keeper = Bookkeeper(start_after_s=60)
     model = _Cyclic()
-    alive = weakref.ref(model)
     keeper.hand_over(lambda m=model: None, "job", holds_objects=True)
-    del model
+    return keeper, weakref.ref(model)
+
+
+def test_a_model_held_by_a_pending_job_is_freed_as_soon_as_the_job_has_run():
+    keeper, alive = _model_held_by_a_pending_job()
     assert keeper.holds_objects
     try:
         _collect_after_trial(keeper)  # as the worker's loop does
@@ -112,12 +116,7 @@ def test_a_model_held_by_a_pending_job_is_freed_as_soon_as_the_job_has_run():
 
 def test_frozen_while_held_the_model_would_never_be_freed():
     """Why the loop does not freeze while a job holds a model: the rule above must matter."""
-    gc.collect()
-    keeper = Bookkeeper(start_after_s=60)
-    model = _Cyclic()
-    alive = weakref.ref(model)
-    keeper.hand_over(lambda m=model: None, "job", holds_objects=True)
-    del model
+    keeper, alive = _model_held_by_a_pending_job()
     try:
         _collect_after_trial()  # collected and frozen, with no regard for the job
         keeper.drain()

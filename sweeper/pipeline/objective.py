@@ -79,7 +79,7 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
            keys.TIMELINE: {k: round(v, 4) for k, v in reporter.timeline.items()}}
     if reporter.stop_reason is not None:
         set_user_attrs(trial, {**ran, keys.PRUNE_REASON: reporter.stop_reason,
-                                    keys.SECONDS: _rounded(clock.seconds)})
+                               keys.SECONDS: _rounded(clock.seconds)})
         if checkpoint is not None:  # finished for good: nothing left to resume
             checkpoint.remove()
         raise optuna.TrialPruned(reporter.stop_reason)
@@ -104,8 +104,8 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
                 bookkeeper.hand_over(artifacts.write, artifacts.name,
                                      holds_objects=artifacts.model is not None)
     set_user_attrs(trial, {**ran, **{keys.TEST_PREFIX + name: metric
-                                          for name, metric in test.items()},
-                                **measured, keys.SECONDS: _rounded(clock.seconds)})
+                                     for name, metric in test.items()},
+                           **measured, keys.SECONDS: _rounded(clock.seconds)})
     if checkpoint is not None:
         checkpoint.remove()
     return TrialResult(value=values[0], values=values, test=test, model=model, data=data,

@@ -94,15 +94,14 @@ class SlotLock:
         """Waits for the slot, saying that it is warm; False if asked to stop first."""
         if not self.lease.try_take():
             ready_marker(self.markers).touch()
-            while not self.lease.try_take():
-                if stop.wait(POLL_S):
-                    return False
+            if not self.take_back(stop):
+                return False
         ready_marker(self.markers).unlink(missing_ok=True)
         return True
 
     def take_back(self, stop: threading.Event) -> bool:
-        """Waits for the slot this worker lent (see TrialLoop): as `take`, but not as a warm
-        successor, so its predecessor-side markers are left alone."""
+        """Waits for the slot this worker lent (see TrialLoop), or, within `take`, for its
+        predecessor's; False if asked to stop first. Says nothing by itself (no marker)."""
         while not self.lease.try_take():
             if stop.wait(POLL_S):
                 return False
