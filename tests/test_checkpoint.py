@@ -23,6 +23,7 @@ CUT_AND_RESUME = textwrap.dedent('''
     import keras, numpy as np, optuna, tensorflow as tf
     tf.config.experimental.enable_op_determinism()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from sweeper.pipeline import train
     from sweeper.pipeline.objective import run_trial
     from sweeper.pipeline.train import TrialInterrupted
     from sweeper.space import parse_space
@@ -31,6 +32,7 @@ CUT_AND_RESUME = textwrap.dedent('''
     space = parse_space(sys.argv[1])
     params = json.loads(sys.argv[2])
     cut_after = int(sys.argv[3])  # epochs; all of them: cut in the compress stage
+    train.STOP_WAIT_S = 60  # every epoch is short: a stop finishes the epoch in progress
 
     def study(name):
         storage = open_storage(f"sqlite:///{os.environ['STORE_DIR']}/{name}.db")
@@ -108,8 +110,10 @@ def test_a_trial_cut_by_a_stop_request_resumes_and_ends_as_if_uncut(tmp_path, sh
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     resumed = found["resumed_from"]
-    assert (resumed["trial"], resumed["epoch"]) == (0, cut_after) and resumed["seconds"] > 0
-    assert found["epochs_run"] == 4 - cut_after  # only those after the checkpoint
+    # Asked to stop after epoch cut_after, the trial finished the epoch it was in.
+    finished = min(cut_after + 1, 4)
+    assert (resumed["trial"], resumed["epoch"]) == (0, finished) and resumed["seconds"] > 0
+    assert found["epochs_run"] == 4 - finished  # only those after the checkpoint
     assert found["f1"] == found["uncut_f1"] and found["weight_diff"] == 0.0, found
     assert found["values"][0] == found["values"][1]  # F1 and, compressed, the size too
     assert not list((tmp_path / "checkpoints").rglob("*.npz"))  # removed once complete
@@ -154,6 +158,7 @@ SPOILED = textwrap.dedent('''
     from pathlib import Path
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from sweeper.pipeline import train
     from sweeper.pipeline.objective import run_trial
     from sweeper.pipeline.train import TrialInterrupted
     from sweeper.space import parse_space

@@ -83,6 +83,8 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, worker_attrs: dict | None
         if checkpoint is not None:  # finished for good: nothing left to resume
             checkpoint.remove()
         raise optuna.TrialPruned(reporter.stop_reason)
+    if reporter.saver is not None and space.compress is not None:
+        reporter.saver.keep_at_epoch_end()  # a cut in the compress stage resumes after training
     try:
         with clock.stage("evaluate"):
             test_pred = evaluate.predict_classes(model, data.x_test)

@@ -22,16 +22,36 @@ class TrialInterrupted(KeyboardInterrupt):
     """The worker was asked to stop; the trial is failed (and queued again by the worker)."""
 
 
+# A stop request finishes an epoch this short (the last one took at most this) instead of
+# cutting it: the retry redoes nothing, and the state at each epoch's end need not be kept in
+# memory for a stop. Well inside the 8 s a sweep's stop allows (sweeper.sweep.pool).
+STOP_WAIT_S = 2.0
+
+
 class StopCheck(keras.callbacks.Callback):
     """Checks after every batch whether the worker was asked to stop, so a signal ends a trial
-    within a batch, from ordinary Python code (not inside whatever the signal interrupted)."""
+    from ordinary Python code (not inside whatever the signal interrupted): within a batch, or,
+    given the trial's `reporter` and when its last epoch took at most STOP_WAIT_S, at the end of
+    the epoch in progress (after its F1 is reported, so its checkpoint holds it). Put it after
+    the trial's other callbacks: its epoch end comes last."""
 
-    def __init__(self, should_stop):
+    def __init__(self, should_stop, reporter: EpochReporter | None = None):
         super().__init__()
-        self.should_stop = should_stop
+        self.should_stop, self.reporter = should_stop, reporter
+        self.finishing_epoch = False  # asked to stop; the epoch in progress goes on to its end
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.should_stop():
+        if self.finishing_epoch or not self.should_stop():
+            return
+        last = None if self.reporter is None else self.reporter.last_epoch_s
+        if last is not None and last <= STOP_WAIT_S:
+            self.finishing_epoch = True
+            return
+        raise TrialInterrupted()
+
+    def on_epoch_end(self, epoch, logs=None):
+        # A trial pruned (or whose loss blew up) at this epoch ends as such, and the worker leaves.
+        if self.finishing_epoch and not self.model.stop_training:
             raise TrialInterrupted()
 
     on_predict_batch_end = on_test_batch_end = on_train_batch_end
@@ -61,6 +81,10 @@ class EpochReporter(keras.callbacks.Callback):
         # first_epoch (one of the epochs) includes tracing and compiling the new model's step.
         self.seconds = {"epochs": 0.0, "first_epoch": 0.0, "f1": 0.0, "report": 0.0}
         self._epoch_started = 0.0
+        self.last_epoch_s: float | None = None  # how long this run's last epoch took
+        # The epochs done when the model stands at an epoch's end, its F1 reported and the
+        # pruner's answer no (the state a checkpoint may hold); None while an epoch trains.
+        self.at_epoch_end: int | None = None
         # Wall-clock times (time.time()) of fit's call, its first batch, and the end of the last
         # epoch trained: where a slot waits between two trials (benchmarks, row 4).
         self.timeline: dict[str, float] = {}
@@ -77,11 +101,13 @@ class EpochReporter(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_started = time.perf_counter()
+        self.at_epoch_end = None
 
     def on_epoch_end(self, epoch, logs=None):
         started = time.perf_counter()
         self.timeline["trained"] = time.time()
-        self.seconds["epochs"] += started - self._epoch_started
+        self.last_epoch_s = started - self._epoch_started
+        self.seconds["epochs"] += self.last_epoch_s
         if epoch == self.first_epoch:
             self.seconds["first_epoch"] = started - self._epoch_started
         loss = float((logs or {}).get("loss", float("nan")))
@@ -105,12 +131,20 @@ class EpochReporter(keras.callbacks.Callback):
             self.stop_reason = (f"pruned after epoch {epoch + 1}: validation F1 {score:.4f} "
                                 "fell behind other trials at this epoch")
             self.model.stop_training = True
+            return
+        self.at_epoch_end = epoch + 1
 
 
 class Checkpointing(keras.callbacks.Callback):
-    """Keeps the state at the end of the last epoch, and writes it to the trial's checkpoint every
-    `every_s` seconds of training at most, and at least WRITE_SHARE times its own writing time
-    apart (so writing costs at most 2% of training), and when training is cut short."""
+    """Writes the trial's checkpoint at an epoch's end every `every_s` seconds of training at most,
+    and at least WRITE_SHARE times its own writing time apart (so writing costs at most 2% of
+    training), and when training is cut short (`flush`).
+
+    A cut writes the state of the last epoch's end. Where the model stands there (a stop that
+    finished its epoch, the store gone while reporting), that is the state now. Mid-epoch it is
+    a copy kept at that epoch's end, and one is kept only after an epoch longer than STOP_WAIT_S:
+    after a shorter one, a stop finishes the next epoch (StopCheck), and copying every variable
+    to host memory at every epoch (~5 ms for the digits CNN) would cost more than the writes."""
 
     WRITE_SHARE = 50
 
@@ -119,7 +153,7 @@ class Checkpointing(keras.callbacks.Callback):
         super().__init__()
         self.checkpoint, self.reporter, self.trial_number = checkpoint, reporter, trial_number
         self.every_s, self.say = every_s, say
-        self.last: tuple[list, Saved] | None = None
+        self.last: tuple[list, Saved] | None = None  # the state kept at an epoch's end
         self.written_epoch = reporter.first_epoch
         self.next_write = time.monotonic() + every_s
         self.seconds = 0.0  # spent keeping and writing
@@ -127,16 +161,34 @@ class Checkpointing(keras.callbacks.Callback):
         self.seconds_before = reporter.resumed_seconds  # of training, by the runs before this
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.reporter.stop_reason is not None:
+        if self.reporter.at_epoch_end is None:
             return  # pruned, or the loss blew up: nothing to resume
+        due = time.monotonic() >= self.next_write
+        if due or (self.reporter.last_epoch_s or 0.0) > STOP_WAIT_S:
+            self._keep(self.reporter.at_epoch_end)
+        if due:
+            self.flush()
+
+    def _keep(self, epoch: int) -> None:
+        """Keeps a copy of the state at the end of `epoch` (epochs done), where the model
+        stands."""
         started = time.perf_counter()
         r = self.reporter
         self.last = (model_arrays(self.model),
-                     Saved(self.trial_number, epoch + 1, list(r.scores), list(r.losses),
+                     Saved(self.trial_number, epoch, list(r.scores), list(r.losses),
                            self.seconds_before + r.seconds["epochs"]))
         self.seconds += time.perf_counter() - started
-        if time.monotonic() >= self.next_write:
-            self.flush()
+
+    def keep_at_epoch_end(self) -> None:
+        """Keeps the state now, where the model stands at an epoch's end and it is not kept."""
+        at = self.reporter.at_epoch_end
+        if at is not None and (self.last is None or self.last[1].epoch < at):
+            self._keep(at)
+
+    def flush_cut(self) -> None:
+        """Writes the state of the last epoch's end, training being cut short now."""
+        self.keep_at_epoch_end()
+        self.flush()
 
     def flush(self) -> None:
         """Writes the last epoch's state, unless it is written already."""
@@ -252,12 +304,14 @@ def fit(model, data, trial, batch_size: int, max_epochs: int, average: str,
     reporter = EpochReporter(trial, data.x_val, data.y_val, average, resumed, after_first_step)
     for step, score in enumerate(reporter.scores, 1):
         multi_objective.report(trial, score, step)
-    callbacks: list = [reporter] if should_stop is None else [StopCheck(should_stop), reporter]
+    callbacks: list = [reporter]
     saver = None
     if checkpoint is not None:
         saver = reporter.saver = Checkpointing(checkpoint, reporter, trial.number,
                                                checkpoint_every_s)
         callbacks.append(saver)
+    if should_stop is not None:
+        callbacks.append(StopCheck(should_stop, reporter))
     first = reporter.first_epoch
     if first >= max_epochs:  # cut after its last epoch (in the compress stage): nothing to train
         return reporter
@@ -269,7 +323,7 @@ def fit(model, data, trial, batch_size: int, max_epochs: int, average: str,
         # A stop request, or the store gone: the retry goes on from the last epoch done. (A
         # trial that failed of itself runs no retry; its checkpoint is removed.)
         if saver is not None:
-            saver.flush()
+            saver.flush_cut()
         raise
     if saver is not None:
         reporter.seconds["checkpoint"] = saver.seconds
