@@ -43,7 +43,7 @@ import numpy as np
 from sweeper import keys
 from sweeper.pipeline.evaluate import f1, predict_classes
 from sweeper.pipeline.stopwatch import Stopwatch
-from sweeper.pipeline.train import StopCheck, TrialInterrupted, training_input
+from sweeper.pipeline.train import StopCheck, TrialInterrupted, build_optimizer, training_input
 from sweeper.space.schema import QUANTIZE_CHOICES
 
 # Layers whose kernel is pruned (separable and depthwise convolutions have no `kernel`).
@@ -210,6 +210,7 @@ def fine_tune(model, masks, data, *, epochs: int, batch_size: int, seed: int,
     model.compile(optimizer=_fine_tune_optimizer(getattr(model, "optimizer", None)),
                   loss=model.loss or "sparse_categorical_crossentropy")
     callbacks = [] if should_stop is None else [StopCheck(should_stop)]
+    build_optimizer(model)
     try:
         model.fit(**training_input(data, batch_size, seed, epochs), epochs=epochs, callbacks=callbacks,
                   verbose=0)

@@ -1,8 +1,11 @@
-"""A stop request during training (sweeper.pipeline.train: StopCheck and Checkpointing), with a
-real Keras model, a real Optuna trial and a real checkpoint on disk: after a short epoch the
-epoch in progress is finished and its end written, with no copy of the state kept at the epochs
-before; after a long one the trial is cut within a batch and the copy kept at the last epoch's
-end is written; a trial the pruner stops at that epoch's end ends pruned, not cut."""
+"""A trial's training (sweeper.pipeline.train.fit), with a real Keras model, a real Optuna trial
+and a real checkpoint on disk.
+
+The train step is traced once per trial, a short last batch included. A stop request: after a
+short epoch the epoch in progress is finished and its end written, with no copy of the state
+kept at the epochs before; after a long one the trial is cut within a batch and the copy kept at
+the last epoch's end is written; a trial the pruner stops at that epoch's end ends pruned, not
+cut."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import optuna
+import pytest
 
 from sweeper.pipeline import train
 from sweeper.pipeline.checkpoint import Checkpoint, model_arrays
@@ -73,6 +77,28 @@ def _cut(tmp_path, monkeypatch, stop_wait_s: float, pruner=None):
     return SimpleNamespace(outcome=outcome, saved=saved, why_not=why_not, kept=kept, now=now,
                            written=written, reported=sorted(trial.storage.get_trial(
                                trial._trial_id).intermediate_values))
+
+
+def test_the_train_step_is_traced_once_per_trial():
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("counts TensorFlow's traces; other backends compile the step their own way")
+    model = _model()
+    traced = []
+
+    def train_step(data):  # runs in Python only while TensorFlow traces it
+        traced.append(1)
+        return type(model).train_step(model, data)
+
+    model.train_step = train_step
+    data = _data()
+    short = SimpleNamespace(**{**vars(data), "x_train": data.x_train[:60],
+                               "y_train": data.y_train[:60]})  # a last batch of 4 rows
+    trial = optuna.create_study(direction="maximize").ask()
+    train.fit(model, short, trial, BATCH, 2, "macro", seed=1)
+    assert model.optimizer.iterations.numpy() == 2 * 8  # it trained every batch
+    assert len(traced) == 1
 
 
 def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
