@@ -3,7 +3,8 @@ every trial trains them all), at the default checkpoint cadence: one sweep never
 sweep cut three times, each time run again with the same command: SIGTERM to the sweep (a stop
 request, as Ctrl-C or Slurm's time limit), a worker SIGKILLed (a crash: nothing written at the
 kill), the controller SIGKILLed (its workers see it gone: a stop request). Per cut trial, the
-epochs trained again: those after its checkpoint, plus the one in progress (counted whole)."""
+epochs trained again: those after its checkpoint, plus the one in progress (counted whole,
+even where a stop finished it: nothing in the store tells whether one was in progress)."""
 
 from __future__ import annotations
 
