@@ -109,7 +109,7 @@ class EpochReporter(keras.callbacks.Callback):
         self.last_epoch_s = started - self._epoch_started
         self.seconds["epochs"] += self.last_epoch_s
         if epoch == self.first_epoch:
-            self.seconds["first_epoch"] = started - self._epoch_started
+            self.seconds["first_epoch"] = self.last_epoch_s
         loss = float((logs or {}).get("loss", float("nan")))
         self.losses.append(loss)
         if not math.isfinite(loss):
@@ -138,7 +138,7 @@ class EpochReporter(keras.callbacks.Callback):
 class Checkpointing(keras.callbacks.Callback):
     """Writes the trial's checkpoint at an epoch's end every `every_s` seconds of training at most,
     and at least WRITE_SHARE times its own writing time apart (so writing costs at most 2% of
-    training), and when training is cut short (`flush`).
+    training), and when training is cut short (`flush_cut`).
 
     A cut writes the state of the last epoch's end. Where the model stands there (a stop that
     finished its epoch, the store gone while reporting), that is the state now. Mid-epoch it is
