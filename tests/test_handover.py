@@ -12,7 +12,15 @@ import time
 import pytest
 from conftest import ROOT
 
-from sweeper.worker.handover import SlotLock, successor_marker, successor_wanted, time_to_ask
+from sweeper.worker.handover import (
+    SUCCESSOR_GRACE,
+    SlotLock,
+    give_up_on_successor,
+    ready_marker,
+    successor_marker,
+    successor_wanted,
+    time_to_ask,
+)
 
 HOLDER = """
 import sys, threading, time
@@ -128,3 +136,55 @@ def test_a_worker_left_waiting_for_the_last_trials_lends_its_slot_and_takes_it_b
     assert codes == [EXIT_DONE]
     assert slot_held_in_trials == [True]
     assert study.trials[-1].state == optuna.trial.TrialState.COMPLETE
+
+
+@pytest.mark.parametrize("ran, recycle_after, asked_s, startup_s, expected", [
+    (5, 5, 30.0, 5.0, False),  # due, but never before twice its trial count
+    (10, 5, 19.0, 5.0, False),  # twice its count, but a busy machine may start slowly
+    (10, 5, 20.0, 5.0, True),  # SUCCESSOR_GRACE start-ups: the successor probably died
+    (30, 5, 19.0, 5.0, False),  # short trials: the bound is time, not trials
+])
+def test_when_a_worker_gives_up_on_its_successor(ran, recycle_after, asked_s, startup_s, expected):
+    assert SUCCESSOR_GRACE == 4
+    assert give_up_on_successor(ran, recycle_after, asked_s, startup_s) == expected
+
+
+def _run_until_recycled(tmp_path, successor_warm: bool, startup_s: float):
+    """A worker replaced every 2 trials of ~10 ms runs until it leaves: (its exit code, trials
+    run, seconds from asking for its successor to leaving)."""
+    import optuna
+
+    from sweeper.storage.rdb import open_storage
+    from sweeper.worker.loop import run_trials
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(study_name="due", storage=storage)
+    slot = SlotLock(tmp_path / "slot-0.lock", study="due")
+    assert slot.take(threading.Event())
+    if successor_warm:
+        ready_marker(slot.markers).touch()
+    ran = []
+
+    def objective(trial):
+        ran.append(trial.number)
+        time.sleep(0.01)
+        return 1.0
+
+    code = run_trials(study, objective, 1000, recycle_after=2, slot=slot, startup_s=startup_s)
+    return code, len(ran), slot.successor_asked_s()
+
+
+def test_a_worker_due_for_replacement_runs_on_until_its_successor_is_warm_within_a_time_bound(
+        tmp_path):
+    """Short trials (10 ms) against a start-up of 1 s: the successor is asked for at once, and a
+    worker whose successor is not warm keeps its slot busy past twice its trial count, until the
+    successor has had SUCCESSOR_GRACE start-ups; one whose successor is warm leaves when due."""
+    from sweeper.worker.exits import EXIT_RECYCLE
+
+    code, ran, asked_s = _run_until_recycled(tmp_path / "cold", successor_warm=False, startup_s=1.0)
+    assert code == EXIT_RECYCLE
+    assert ran > 4, "it left its slot idle at twice its trial count, its successor not warm"
+    assert asked_s >= SUCCESSOR_GRACE * 1.0
+
+    code, ran, asked_s = _run_until_recycled(tmp_path / "warm", successor_warm=True, startup_s=1.0)
+    assert (code, ran) == (EXIT_RECYCLE, 2)

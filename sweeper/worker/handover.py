@@ -20,8 +20,12 @@ current one trains, then waits. It takes the slot the moment the current one let
   meanwhile: another sweep's worker may train there. It takes the slot back, waiting as long as
   that takes, if a trial is queued again (a dead worker's, say).
 - A warm successor says so with another marker. A worker due for replacement whose successor is
-  not warm yet (a start-up is slower on a busy machine) runs another trial instead of leaving its
-  slot idle, up to twice its trial count; past its memory cap it leaves anyway.
+  not warm yet runs another trial instead of leaving its slot idle. A start-up is slower on a busy
+  machine (twice as slow, measured, while two workers train on two cores), and short trials make
+  a worker due within seconds, so the wait is bounded in time, not in trials: the worker leaves
+  anyway once it has run twice its trial count and its successor has had SUCCESSOR_GRACE of this
+  worker's own start-ups to warm up (it probably died starting). Past its memory cap it leaves at
+  once.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 from pathlib import Path
 
 from sweeper.leases import Lease, holders
@@ -38,6 +43,7 @@ SLOT_MARKERS_ENV = "SWEEPER_SLOT_MARKERS"  # where the markers live, when not be
 SLOT_HOLDER_ENV = "SWEEPER_SLOT_HOLDER"  # "study packing": what a lease's holder file says
 POLL_S = 0.01  # how soon a waiting successor notices the slot is free
 MEMORY_WARNING = 0.9  # of the memory cap: past it, the next trial may well be the last
+SUCCESSOR_GRACE = 4  # start-ups a successor may take to warm up before it is given up on
 
 
 def lock_path(folder: Path, worker_id: int, owner: int) -> Path:
@@ -79,7 +85,7 @@ class SlotLock:
                  packing: int = 1):
         self.path, self.markers = path, markers or path
         self.lease = Lease(path, study, packing)
-        self.asked = False
+        self.asked_at: float | None = None  # when the successor was asked for (monotonic)
 
     @classmethod
     def from_env(cls, environ=os.environ) -> SlotLock | None:
@@ -122,10 +128,18 @@ class SlotLock:
     def release(self) -> None:
         self.lease.release()  # the successor, or another sweep's worker, trains now
 
+    @property
+    def asked(self) -> bool:
+        return self.asked_at is not None
+
+    def successor_asked_s(self) -> float:
+        """Seconds since the successor was asked for (0 if it was not)."""
+        return 0.0 if self.asked_at is None else time.monotonic() - self.asked_at
+
     def ask_for_successor(self) -> None:
-        if not self.asked:
+        if self.asked_at is None:
             successor_marker(self.markers).touch()
-            self.asked = True
+            self.asked_at = time.monotonic()
 
 
 def time_to_ask(trials_left: int | None, trial_s: float | None, startup_s: float,
@@ -140,3 +154,10 @@ def time_to_ask(trials_left: int | None, trial_s: float | None, startup_s: float
     if trial_s is None:
         return trials_left <= 1
     return trials_left <= math.ceil(2 * startup_s / max(trial_s, 0.01)) + 1
+
+
+def give_up_on_successor(ran: int, recycle_after: int, asked_s: float, startup_s: float) -> bool:
+    """Whether a worker due for replacement leaves although its successor is not warm yet: only
+    once it has run twice its trial count and the successor has had SUCCESSOR_GRACE of this
+    worker's start-ups (`startup_s`) since it was asked for (`asked_s`)."""
+    return ran >= 2 * recycle_after and asked_s >= SUCCESSOR_GRACE * startup_s

@@ -36,7 +36,7 @@ from sweeper.storage.locks import StoreLock, budget_lock
 from sweeper.storage.rdb import open_storage
 from sweeper.storage.url import mask_url
 from sweeper.worker.exits import EXIT_DONE, EXIT_FAILING, EXIT_INTERRUPTED, EXIT_RECYCLE
-from sweeper.worker.handover import SlotLock, time_to_ask
+from sweeper.worker.handover import SlotLock, give_up_on_successor, time_to_ask
 from sweeper.worker.lifeline import controller_gone, watch_controller
 from sweeper.worker.retries import fail_and_requeue, queue_retry
 from sweeper.worker.trial_run import Ending, Finished, Outcome, run_one
@@ -342,11 +342,15 @@ class TrialLoop:
         warm (or none was asked for, or it has waited for one long enough)."""
         if not self.recycle_after or self.ran < self.recycle_after:
             return False
-        if self.slot is None or not self.slot.asked or self.slot.successor_ready() or \
-                self.ran >= 2 * self.recycle_after:
+        if self.slot is None or not self.slot.asked or self.slot.successor_ready():
             return True
         if self.ran == self.recycle_after:
             log("due for replacement; running trials until the next worker is warm")
+        asked_s = self.slot.successor_asked_s()
+        if give_up_on_successor(self.ran, self.recycle_after, asked_s, self.startup_s):
+            log(f"the next worker is not warm {asked_s:.1f}s after it was asked for; leaving "
+                "anyway")
+            return True
         return False
 
     def _store_lost(self, outcome: Outcome) -> int | None:
