@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -32,12 +33,16 @@ def test_sweep_pins_workers_prunes_and_resumes(project, fake_nvidia_smi):
     seen = {(t.user_attrs["sweeper.worker"], t.user_attrs["sweeper.cuda_visible_devices"])
             for t in trials}
     assert seen == {("0", "0"), ("1", "1")}
-    # Each worker process ran 2 trials, or up to 4 while its successor warmed up (these trials
-    # are shorter than a start-up), then made way for a fresh one.
-    pids = [t.user_attrs["sweeper.pid"] for t in trials]
-    assert max(pids.count(pid) for pid in pids) <= 4
+    # These trials are shorter than a start-up: each worker asked for its successor at once, and
+    # ran its 2 trials at least, more while the successor warmed up, before making way for it
+    # (when it does: tests/e2e/test_handover.py).
+    for worker in ("0", "1"):
+        pids = [t.user_attrs["sweeper.pid"] for t in trials
+                if t.user_attrs["sweeper.worker"] == worker]
+        per_process = [len(list(run)) for _, run in itertools.groupby(pids)]
+        assert all(n >= 2 for n in per_process[:-1]), per_process
     logs = "".join(p.read_text() for p in (project / "storage" / "logs" / "tiny_cnn").glob("*.log"))
-    assert "recycling after" in logs and "asking for the next worker" in logs
+    assert logs.count("asking for the next worker") >= 2
     for t in trials:
         assert t.user_attrs["sweeper.host"]
         assert len(t.intermediate_values) == t.user_attrs["sweeper.epochs_run"]
